@@ -1,0 +1,269 @@
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings as django_settings
+from django.db import models
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.crypto import constant_time_compare
+
+from integrations import crypto
+from integrations.sync_settings import SyncSettings
+
+
+def new_webhook_token() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def hash_secret(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+class DeviceIntegration(models.Model):
+    class IntegrationType(models.TextChoices):
+        GOLIOTH = "golioth", "Golioth"
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        PAUSED = "paused", "Paused"
+        ERROR = "error", "Error"
+
+    name = models.CharField(max_length=200, unique=True)
+    integration_type = models.CharField(
+        max_length=32, choices=IntegrationType.choices, default=IntegrationType.GOLIOTH
+    )
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    project_id = models.CharField("Golioth project id", max_length=200)
+    base_url = models.URLField("API base URL", default="https://api.golioth.io")
+    api_key_encrypted = models.TextField(blank=True, editable=False)
+    api_key_hint = models.CharField(max_length=4, blank=True, editable=False)
+    settings = models.JSONField(default=dict, blank=True)
+
+    # Sync state, written only by integrations.sync.
+    last_sync_at = models.DateTimeField(null=True, blank=True)
+    last_sync_status = models.CharField(max_length=16, blank=True)
+    sync_error = models.TextField(blank=True)
+    sync_cursor = models.DateTimeField(
+        null=True, blank=True, help_text="End of the last committed sync window."
+    )
+    locked_until = models.DateTimeField(null=True, blank=True)
+    locked_by = models.CharField(max_length=200, blank=True)
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    queued_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the dispatcher last queued a run."
+    )
+    last_skip_reason = models.CharField(max_length=200, blank=True)
+
+    # Push.
+    webhook_token = models.CharField(max_length=64, unique=True, default=new_webhook_token)
+    webhook_enabled = models.BooleanField(default=False)
+    # [{"id", "hash", "hint", "created"}]: sha256 of each active secret, never the secret.
+    webhook_secrets = models.JSONField(default=list, blank=True, editable=False)
+    webhook_rejected_count = models.PositiveIntegerField(default=0, editable=False)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "device_integrations"
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    # -- settings ----------------------------------------------------------------------------
+
+    @property
+    def sync_settings(self) -> SyncSettings:
+        return SyncSettings.from_json(self.settings)
+
+    @sync_settings.setter
+    def sync_settings(self, value: SyncSettings) -> None:
+        self.settings = value.to_json()
+
+    # -- API key -----------------------------------------------------------------------------
+
+    def set_api_key(self, raw: str) -> None:
+        self.api_key_encrypted = crypto.encrypt(raw)
+        self.api_key_hint = raw[-4:]
+
+    def get_api_key(self) -> str:
+        return crypto.decrypt(self.api_key_encrypted) if self.api_key_encrypted else ""
+
+    @property
+    def api_key_display(self) -> str:
+        return f"••••{self.api_key_hint}" if self.api_key_hint else "(not set)"
+
+    # -- webhook secrets ---------------------------------------------------------------------
+
+    def add_webhook_secret(self, raw: str | None = None) -> str:
+        """Add an active secret (a new random one unless given) and return it: shown once."""
+        raw = raw or secrets.token_urlsafe(32)
+        self.webhook_secrets = [
+            *self.webhook_secrets,
+            {
+                "id": uuid.uuid4().hex[:8],
+                "hash": hash_secret(raw),
+                "hint": raw[-4:],
+                "created": timezone.now().isoformat(),
+            },
+        ]
+        return raw
+
+    def remove_webhook_secrets(self, ids: list[str]) -> None:
+        self.webhook_secrets = [s for s in self.webhook_secrets if s["id"] not in ids]
+
+    def check_webhook_secret(self, raw: str | None) -> bool:
+        """Constant-time compare against every active secret, so secrets rotate without downtime."""
+        if not raw:
+            return False
+        candidate = hash_secret(raw)
+        matched = False
+        for secret in self.webhook_secrets:
+            matched |= constant_time_compare(candidate, secret["hash"])
+        return matched
+
+    @property
+    def webhook_path(self) -> str:
+        return reverse("golioth-webhook", kwargs={"token": self.webhook_token})
+
+    @property
+    def webhook_url(self) -> str:
+        return f"{django_settings.GSYNC_PUBLIC_URL}{self.webhook_path}"
+
+    # -- state -------------------------------------------------------------------------------
+
+    @property
+    def is_locked(self) -> bool:
+        return self.locked_until is not None and self.locked_until > timezone.now()
+
+    def next_due_at(self) -> datetime | None:
+        if self.last_sync_at is None:
+            return None
+        return self.last_sync_at + timezone.timedelta(
+            seconds=self.sync_settings.sync_interval_seconds
+        )
+
+
+class ActivityLogManager(models.Manager["ActivityLog"]):
+    def log(self, integration: DeviceIntegration | None, **fields: Any) -> ActivityLog:
+        """The one writer of activity entries."""
+        fields.setdefault("completed_at", timezone.now())
+        fields.setdefault("started_at", fields["completed_at"])
+        if fields.get("response_time_ms") is None and fields.get("started_at"):
+            elapsed = fields["completed_at"] - fields["started_at"]
+            fields["response_time_ms"] = int(elapsed.total_seconds() * 1000)
+        return self.create(integration=integration, **fields)
+
+
+class ActivityLog(models.Model):
+    class ActivityType(models.TextChoices):
+        SYNC_IMPORT = "sync_import", "Sync import"
+        BACKFILL = "backfill", "Backfill"
+        WEBHOOK_RECEIVED = "webhook_received", "Webhook received"
+        TEST_CONNECTION = "test_connection", "Test connection"
+        SYNC_SKIPPED = "sync_skipped", "Sync skipped"
+        SETTINGS_CHANGED = "settings_changed", "Settings changed"
+        STATUS_CHANGED = "status_changed", "Status changed"
+        WEBHOOK_REPROCESSED = "webhook_reprocessed", "Webhook re-processed"
+
+    class Status(models.TextChoices):
+        STARTED = "started", "Started"
+        SUCCESS = "success", "Success"
+        PARTIAL = "partial", "Partial"
+        FAILED = "failed", "Failed"
+        SKIPPED = "skipped", "Skipped"
+
+    class Direction(models.TextChoices):
+        INCOMING = "incoming", "Incoming"
+        OUTGOING = "outgoing", "Outgoing"
+
+    class Trigger(models.TextChoices):
+        SCHEDULE = "schedule", "Schedule"
+        MANUAL = "manual", "Manual (runsync)"
+        ADMIN = "admin", "Admin"
+        WEBHOOK = "webhook", "Webhook"
+
+    integration = models.ForeignKey(
+        DeviceIntegration, on_delete=models.CASCADE, related_name="activity", null=True
+    )
+    activity_type = models.CharField(max_length=32, choices=ActivityType.choices)
+    status = models.CharField(max_length=16, choices=Status.choices)
+    direction = models.CharField(
+        max_length=16, choices=Direction.choices, default=Direction.INCOMING
+    )
+    trigger = models.CharField(max_length=16, choices=Trigger.choices, default=Trigger.SCHEDULE)
+    message = models.TextField(blank=True)
+    error_message = models.TextField(blank=True)
+    devices_seen = models.PositiveIntegerField(default=0)
+    readings_fetched = models.PositiveIntegerField(default=0)
+    readings_inserted = models.PositiveIntegerField(default=0)
+    readings_duplicate = models.PositiveIntegerField(default=0)
+    api_calls = models.PositiveIntegerField(default=0)
+    retries = models.PositiveIntegerField(default=0)
+    window_start = models.DateTimeField(null=True, blank=True)
+    window_end = models.DateTimeField(null=True, blank=True)
+    response_time_ms = models.PositiveIntegerField(null=True, blank=True)
+    started_at = models.DateTimeField(default=timezone.now)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+
+    objects = ActivityLogManager()
+
+    class Meta:
+        db_table = "integration_activity_log"
+        ordering = ["-started_at", "-id"]
+        indexes = [
+            models.Index(fields=["-started_at", "-id"], name="activity_newest"),
+            models.Index(fields=["integration", "-started_at"], name="activity_integration_newest"),
+            models.Index(fields=["activity_type", "-started_at"], name="activity_type_newest"),
+        ]
+        verbose_name = "activity log entry"
+        verbose_name_plural = "activity log"
+
+    def __str__(self) -> str:
+        who = self.integration.name if self.integration_id else "gsync"
+        return f"{who}: {self.get_activity_type_display()} {self.status} at {self.started_at:%Y-%m-%d %H:%M:%S}"
+
+
+class WebhookDelivery(models.Model):
+    class Outcome(models.TextChoices):
+        RECEIVED = "received", "Received (not yet processed)"
+        PROCESSED = "processed", "Processed"
+        DUPLICATE = "duplicate", "Duplicate"
+        IGNORED = "ignored", "Ignored (not a reading)"
+        REJECTED = "rejected", "Rejected"
+        FAILED = "failed", "Failed"
+
+    integration = models.ForeignKey(
+        DeviceIntegration, on_delete=models.CASCADE, related_name="deliveries"
+    )
+    received_at = models.DateTimeField(default=timezone.now, db_index=True)
+    headers = models.JSONField(default=dict, help_text="Request headers, secrets redacted.")
+    body = models.BinaryField()
+    content_type = models.CharField(max_length=200, blank=True)
+    remote_addr = models.GenericIPAddressField(null=True, blank=True)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.RECEIVED)
+    error = models.TextField(blank=True)
+    traceback = models.TextField(blank=True)
+    readings_stored = models.PositiveIntegerField(default=0)
+    readings_duplicate = models.PositiveIntegerField(default=0)
+    processed_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        db_table = "webhook_deliveries"
+        ordering = ["-received_at", "-id"]
+        indexes = [
+            models.Index(fields=["outcome", "-received_at"], name="delivery_outcome_newest"),
+            models.Index(fields=["integration", "-received_at"], name="delivery_integration_newest"),
+        ]
+        verbose_name_plural = "webhook deliveries"
+
+    def __str__(self) -> str:
+        return f"Delivery {self.pk} to {self.integration} ({self.outcome})"

@@ -1,0 +1,9 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from integrations import webhooks
+
+urlpatterns = [
+    path("webhooks/golioth/<str:token>/", webhooks.golioth_webhook, name="golioth-webhook"),
+]

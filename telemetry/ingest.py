@@ -1,0 +1,258 @@
+"""The one writer of readings, shared by the pull (sync) and the push (webhooks).
+
+Insert-or-ignore on the dedup key, batch by batch, never read-then-write: the same reading arriving
+by webhook, by pull, by a retried page or an overlapping window is stored once. PostgreSQL gets COPY
+into a temporary table and one `INSERT ... SELECT ... ON CONFLICT DO NOTHING`; other databases get
+`INSERT ... ON CONFLICT DO NOTHING` through executemany. Both count what they inserted exactly.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import connection, transaction
+from django.db.models import Case, F, Q, When
+from django.utils import timezone
+
+from integrations.golioth.payloads import canonical_json, dedup_key, payload_digest
+from telemetry.models import Device, TelemetryRecord
+
+BATCH_SIZE = 2000
+COLUMNS = (
+    "device_id", "integration_id", "path", "telemetry", "device_timestamp", "received_at",
+    "source", "time_exact", "activity_id", "dedup_key",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    device_pk: int
+    device_external_id: str
+    timestamp: datetime
+    payload: Any
+    path: str = ""
+    time_exact: bool = True
+
+
+@dataclass
+class IngestResult:
+    inserted: int = 0
+    duplicates: int = 0
+    corrected: int = 0
+
+    def __iadd__(self, other: IngestResult) -> IngestResult:
+        self.inserted += other.inserted
+        self.duplicates += other.duplicates
+        self.corrected += other.corrected
+        return self
+
+    @property
+    def received(self) -> int:
+        return self.inserted + self.duplicates
+
+
+def ingest_readings(
+    readings: Iterable[Reading],
+    *,
+    integration_id: int,
+    source: str,
+    activity_id: int | None = None,
+    time_tolerance: timedelta = timedelta(seconds=120),
+    batch_size: int = BATCH_SIZE,
+) -> IngestResult:
+    """Store `readings` (any iterable, consumed lazily), each batch in its own transaction."""
+    result = IngestResult()
+    for batch in _batched(readings, batch_size):
+        with transaction.atomic():
+            result += _ingest_batch(
+                batch,
+                integration_id=integration_id,
+                source=source,
+                activity_id=activity_id,
+                tolerance=time_tolerance,
+            )
+    return result
+
+
+def _batched(items: Iterable[Reading], size: int) -> Iterator[list[Reading]]:
+    iterator = iter(items)
+    while batch := list(itertools.islice(iterator, size)):
+        yield batch
+
+
+@dataclass(slots=True)
+class _Row:
+    reading: Reading
+    key: Any
+    digest: str
+
+
+def _ingest_batch(
+    batch: list[Reading], *, integration_id: int, source: str, activity_id: int | None,
+    tolerance: timedelta,
+) -> IngestResult:
+    rows: dict[Any, _Row] = {}
+    for reading in batch:
+        key = dedup_key(
+            integration_id=integration_id,
+            device_external_id=reading.device_external_id,
+            timestamp=reading.timestamp,
+            payload=reading.payload,
+        )
+        rows.setdefault(key, _Row(reading, key, payload_digest(reading.payload)))
+    result = IngestResult(duplicates=len(batch) - len(rows))
+    fresh, corrected, known = _reconcile_approximate_times(list(rows.values()), tolerance)
+    result.corrected = corrected
+    result.duplicates += known
+    inserted = _insert(fresh, integration_id=integration_id, source=source, activity_id=activity_id)
+    result.inserted = inserted
+    result.duplicates += len(fresh) - inserted
+    _advance_last_seen(batch)
+    return result
+
+
+# --- approximate times ---------------------------------------------------------------------------
+
+
+def _reconcile_approximate_times(
+    rows: list[_Row], tolerance: timedelta
+) -> tuple[list[_Row], int, int]:
+    """Match readings against stored rows whose time is only gsync's receive time.
+
+    A webhook without Golioth's time is stored with `time_exact=False`. When the exact copy arrives
+    (the pull), the stored row takes its time and key instead of a second row being added. An
+    approximate reading that matches any stored row nearby is a repeat and is not stored.
+    Returns (rows still to insert, rows corrected, rows known already).
+    """
+    if not rows:
+        return rows, 0, 0
+    low = min(r.reading.timestamp for r in rows) - tolerance
+    high = max(r.reading.timestamp for r in rows) + tolerance
+    device_pks = {r.reading.device_pk for r in rows}
+    approximate_new = any(not r.reading.time_exact for r in rows)
+    stored = TelemetryRecord.objects.filter(
+        device_id__in=device_pks, device_timestamp__range=(low, high)
+    )
+    if not approximate_new:
+        stored = stored.filter(time_exact=False)
+    candidates = list(stored.values("id", "device_id", "device_timestamp", "telemetry", "time_exact"))
+    if not candidates:
+        return rows, 0, 0
+    by_payload: dict[tuple[int, str], list[dict]] = {}
+    for row in candidates:
+        by_payload.setdefault((row["device_id"], payload_digest(row["telemetry"])), []).append(row)
+    fresh, corrected, known = [], 0, 0
+    for row in rows:
+        match = _nearest(by_payload.get((row.reading.device_pk, row.digest), []), row, tolerance)
+        if match is None:
+            fresh.append(row)
+        elif not row.reading.time_exact:
+            known += 1
+        else:
+            by_payload[(row.reading.device_pk, row.digest)].remove(match)
+            _correct_time(match["id"], row)
+            corrected += 1
+            known += 1
+    return fresh, corrected, known
+
+
+def _nearest(candidates: list[dict], row: _Row, tolerance: timedelta) -> dict | None:
+    wanted_exact = row.reading.time_exact
+    close = [
+        c for c in candidates
+        if abs(c["device_timestamp"] - row.reading.timestamp) <= tolerance
+        and (not wanted_exact or not c["time_exact"])
+    ]
+    return min(close, key=lambda c: abs(c["device_timestamp"] - row.reading.timestamp), default=None)
+
+
+def _correct_time(record_id: int, row: _Row) -> None:
+    if TelemetryRecord.objects.filter(dedup_key=row.key).exists():
+        # The exact copy is stored already (two approximate copies were kept): drop this one.
+        TelemetryRecord.objects.filter(pk=record_id).delete()
+        return
+    TelemetryRecord.objects.filter(pk=record_id).update(
+        device_timestamp=row.reading.timestamp, time_exact=True, dedup_key=row.key
+    )
+
+
+# --- insert --------------------------------------------------------------------------------------
+
+
+def _insert(rows: list[_Row], *, integration_id: int, source: str, activity_id: int | None) -> int:
+    if not rows:
+        return 0
+    now = timezone.now()
+    values = [
+        (
+            r.reading.device_pk, integration_id, r.reading.path,
+            canonical_json(r.reading.payload).decode(), r.reading.timestamp, now, source,
+            r.reading.time_exact, activity_id, r.key,
+        )
+        for r in rows
+    ]
+    if connection.vendor == "postgresql":
+        return _insert_postgresql(values)
+    return _insert_portable(values)
+
+
+def _insert_postgresql(values: list[tuple]) -> int:
+    table = TelemetryRecord._meta.db_table
+    columns = ", ".join(COLUMNS)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS gsync_ingest ("
+            " device_id bigint, integration_id bigint, path text, telemetry jsonb,"
+            " device_timestamp timestamptz, received_at timestamptz, source text,"
+            " time_exact boolean, activity_id bigint, dedup_key uuid) ON COMMIT DELETE ROWS"
+        )
+        with cursor.cursor.copy(f"COPY gsync_ingest ({columns}) FROM STDIN") as copy:  # noqa: S608
+            for row in values:
+                copy.write_row(row)
+        cursor.execute(
+            f"INSERT INTO {table} ({columns}) SELECT {columns} FROM gsync_ingest "  # noqa: S608
+            "ON CONFLICT (dedup_key) DO NOTHING"
+        )
+        inserted = cursor.rowcount
+        cursor.execute("TRUNCATE gsync_ingest")
+    return inserted
+
+
+def _insert_portable(values: list[tuple]) -> int:
+    table = TelemetryRecord._meta.db_table
+    fields = [TelemetryRecord._meta.get_field(c.removesuffix("_id")) for c in COLUMNS]
+    prepared = [
+        tuple(
+            value if field.name in ("telemetry",) else field.get_db_prep_save(value, connection)
+            for field, value in zip(fields, row, strict=True)
+        )
+        for row in values
+    ]
+    placeholders = ", ".join(["%s"] * len(COLUMNS))
+    sql = (
+        f"INSERT INTO {table} ({', '.join(COLUMNS)}) VALUES ({placeholders}) "  # noqa: S608
+        "ON CONFLICT (dedup_key) DO NOTHING"
+    )
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, prepared)
+        return cursor.rowcount
+
+
+# --- last_seen -----------------------------------------------------------------------------------
+
+
+def _advance_last_seen(batch: list[Reading]) -> None:
+    """One UPDATE per batch: each device's last_seen moves forward to its newest reading."""
+    newest: dict[int, datetime] = {}
+    for reading in batch:
+        if reading.timestamp > newest.get(reading.device_pk, reading.timestamp - timedelta(1)):
+            newest[reading.device_pk] = reading.timestamp
+    whens = [
+        When(Q(pk=pk) & (Q(last_seen__isnull=True) | Q(last_seen__lt=ts)), then=ts)
+        for pk, ts in newest.items()
+    ]
+    Device.objects.filter(pk__in=newest).update(last_seen=Case(*whens, default=F("last_seen")))

@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from django.db import models
+from django.utils import timezone
+
+
+class Device(models.Model):
+    class Status(models.TextChoices):
+        ONLINE = "online", "Online"
+        OFFLINE = "offline", "Offline"
+        NEVER = "never", "Never connected"
+
+    integration = models.ForeignKey(
+        "integrations.DeviceIntegration", on_delete=models.CASCADE, related_name="devices"
+    )
+    external_id = models.CharField("Golioth id", max_length=64)
+    name = models.CharField(max_length=200, blank=True)
+    hardware_ids = models.JSONField(default=list, blank=True)
+    tag_ids = models.JSONField(default=list, blank=True)
+    cohort_id = models.CharField(max_length=64, blank=True)
+    blueprint_id = models.CharField(max_length=64, blank=True)
+    enabled = models.BooleanField(default=True)
+    last_report = models.DateTimeField(
+        null=True, blank=True, help_text="Golioth's last report time for the device."
+    )
+    last_seen = models.DateTimeField(
+        null=True, blank=True, help_text="Newest of Golioth's last report and the newest reading."
+    )
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.NEVER)
+    firmware_version = models.CharField(max_length=64, blank=True, db_index=True)
+    firmware = models.JSONField(default=dict, blank=True, help_text="Golioth's metadata.update.")
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "devices"
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["integration", "external_id"], name="device_unique_per_integration"
+            )
+        ]
+        indexes = [models.Index(fields=["integration", "-last_seen"], name="device_last_seen")]
+
+    def __str__(self) -> str:
+        return self.name or self.external_id
+
+    @property
+    def tag_list(self) -> str:
+        return ", ".join(self.tag_ids)
+
+
+def device_status(
+    last_seen: datetime | None, *, now: datetime, offline_after: timedelta
+) -> Device.Status:
+    """Golioth has no online flag (its `status` is always "-"): the last report decides."""
+    if last_seen is None:
+        return Device.Status.NEVER
+    return Device.Status.ONLINE if now - last_seen <= offline_after else Device.Status.OFFLINE
+
+
+class TelemetryRecord(models.Model):
+    class Source(models.TextChoices):
+        WEBHOOK = "webhook", "Webhook (push)"
+        SYNC = "sync", "Sync (pull)"
+        BACKFILL = "backfill", "Backfill"
+
+    device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="readings")
+    integration = models.ForeignKey(
+        "integrations.DeviceIntegration", on_delete=models.CASCADE, related_name="readings"
+    )
+    path = models.CharField(max_length=200, blank=True, default="")
+    telemetry = models.JSONField()
+    device_timestamp = models.DateTimeField(help_text="Golioth's time for the reading.")
+    received_at = models.DateTimeField(default=timezone.now)
+    source = models.CharField(max_length=16, choices=Source.choices)
+    time_exact = models.BooleanField(
+        default=True, help_text="False while the time is gsync's receive time, not Golioth's."
+    )
+    activity = models.ForeignKey(
+        "integrations.ActivityLog",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="readings",
+    )
+    dedup_key = models.UUIDField(unique=True, editable=False)
+
+    class Meta:
+        db_table = "device_telemetry_history"
+        ordering = ["-device_timestamp", "-id"]
+        indexes = [
+            # "latest readings of a device"
+            models.Index(fields=["device", "-device_timestamp"], name="telemetry_device_latest"),
+            # "readings in a time range" (per integration, and across the table)
+            models.Index(fields=["integration", "device_timestamp"], name="telemetry_integration_time"),
+            models.Index(fields=["-device_timestamp", "-id"], name="telemetry_newest"),
+            # the few rows whose time awaits correction by the pull
+            models.Index(
+                fields=["device", "device_timestamp"],
+                condition=models.Q(time_exact=False),
+                name="telemetry_inexact_time",
+            ),
+        ]
+        verbose_name = "telemetry reading"
+
+    def __str__(self) -> str:
+        return f"{self.device_id} @ {self.device_timestamp:%Y-%m-%d %H:%M:%S.%f}"

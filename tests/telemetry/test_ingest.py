@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.db import IntegrityError, transaction
+
+from telemetry.ingest import Reading, ingest_readings
+from telemetry.models import TelemetryRecord
+
+T0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+
+
+def reading(device, seconds: float = 0, payload=None, *, exact: bool = True) -> Reading:
+    return Reading(
+        device_pk=device.pk,
+        device_external_id=device.external_id,
+        timestamp=T0 + timedelta(seconds=seconds),
+        payload=payload if payload is not None else {"temp": 21.5, "seq": seconds},
+        time_exact=exact,
+    )
+
+
+@pytest.fixture
+def device(integration, make_device):
+    return make_device(integration, "686d5da09c3ca8d766c1672b")
+
+
+def test_ingest_stores_each_reading_once(integration, device):
+    readings = [reading(device, s) for s in range(5)]
+
+    first = ingest_readings(readings, integration_id=integration.pk, source="sync")
+    again = ingest_readings(readings + readings, integration_id=integration.pk, source="webhook")
+
+    assert (first.inserted, first.duplicates) == (5, 0)
+    assert (again.inserted, again.duplicates) == (0, 10)
+    assert TelemetryRecord.objects.count() == 5
+    assert set(TelemetryRecord.objects.values_list("source", flat=True)) == {"sync"}
+
+
+def test_ingest_keeps_microseconds_and_payload(integration, device):
+    ingest_readings([reading(device, 0, {"b": 1, "a": [1.5, None]})],
+                    integration_id=integration.pk, source="sync")
+
+    row = TelemetryRecord.objects.get()
+    assert row.device_timestamp == T0
+    assert row.telemetry == {"a": [1.5, None], "b": 1}
+    assert row.time_exact is True
+
+
+def test_ingest_same_payload_at_other_time_is_a_new_reading(integration, device):
+    result = ingest_readings([reading(device, 0, {"x": 1}), reading(device, 1, {"x": 1})],
+                             integration_id=integration.pk, source="sync")
+    assert result.inserted == 2
+
+
+def test_ingest_batches_count_across_batch_boundaries(integration, device):
+    readings = [reading(device, s) for s in range(25)]
+    result = ingest_readings(readings + readings[:7], integration_id=integration.pk,
+                             source="sync", batch_size=10)
+    assert (result.inserted, result.duplicates) == (25, 7)
+    assert TelemetryRecord.objects.count() == 25
+
+
+def test_ingest_moves_last_seen_forward_only(integration, device):
+    ingest_readings([reading(device, 10), reading(device, 3)], integration_id=integration.pk,
+                    source="sync")
+    device.refresh_from_db()
+    assert device.last_seen == T0 + timedelta(seconds=10)
+
+    ingest_readings([reading(device, 1)], integration_id=integration.pk, source="sync")
+    device.refresh_from_db()
+    assert device.last_seen == T0 + timedelta(seconds=10)
+
+
+def test_ingest_corrects_an_approximate_time_instead_of_doubling(integration, device):
+    payload = {"temp": 30}
+    ingest_readings([reading(device, 40, payload, exact=False)], integration_id=integration.pk,
+                    source="webhook")
+
+    result = ingest_readings([reading(device, 0, payload)], integration_id=integration.pk,
+                             source="sync")
+
+    row = TelemetryRecord.objects.get()
+    assert (result.inserted, result.corrected) == (0, 1)
+    assert row.device_timestamp == T0
+    assert row.time_exact is True
+    assert row.source == "webhook"
+
+
+def test_ingest_approximate_copy_of_a_stored_reading_is_a_duplicate(integration, device):
+    payload = {"temp": 30}
+    ingest_readings([reading(device, 0, payload)], integration_id=integration.pk, source="sync")
+
+    result = ingest_readings([reading(device, 50, payload, exact=False)],
+                             integration_id=integration.pk, source="webhook")
+
+    assert (result.inserted, result.duplicates) == (0, 1)
+    assert TelemetryRecord.objects.count() == 1
+
+
+def test_ingest_does_not_correct_beyond_the_tolerance(integration, device):
+    payload = {"temp": 30}
+    ingest_readings([reading(device, 500, payload, exact=False)], integration_id=integration.pk,
+                    source="webhook")
+    ingest_readings([reading(device, 0, payload)], integration_id=integration.pk, source="sync")
+
+    assert TelemetryRecord.objects.count() == 2
+
+
+def test_database_refuses_a_duplicate_dedup_key(integration, device):
+    ingest_readings([reading(device, 0)], integration_id=integration.pk, source="sync")
+    row = TelemetryRecord.objects.get()
+    row.pk = None
+    with pytest.raises(IntegrityError), transaction.atomic():
+        row.save()
