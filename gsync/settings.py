@@ -118,21 +118,38 @@ SESSION_COOKIE_SECURE = env.bool("SECURE_COOKIES", default=False)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 
 # django-q2: the ORM broker by default (the same database), Redis when GSYNC_REDIS_URL is set.
+# Every qcluster sharing the broker (any machine) takes tasks from the same queue; the dispatch
+# schedule runs once per minute whichever cluster's scheduler sees it first (README "Scheduling").
 Q_CLUSTER = {
     "name": "gsync",
     "workers": GSYNC_WORKERS,
+    # A task still running after `timeout` is killed; one not acknowledged after `retry` is handed
+    # out again. timeout < retry, or a slow sync would be re-delivered while it still runs.
     "timeout": env.int("GSYNC_TASK_TIMEOUT", default=1800),
     "retry": env.int("GSYNC_TASK_RETRY", default=2100),
+    # One attempt: a lost sync is re-queued by the next dispatch (the cursor makes that safe),
+    # never replayed blindly by the broker.
     "max_attempts": 1,
+    # After downtime the dispatcher runs once, not once per missed minute.
     "catch_up": False,
     "ack_failures": True,
     "save_limit": 500,
     "poll": 1,
 }
+if Q_CLUSTER["timeout"] >= Q_CLUSTER["retry"]:
+    raise ImproperlyConfigured(
+        f"GSYNC_TASK_TIMEOUT ({Q_CLUSTER['timeout']}) must be below GSYNC_TASK_RETRY "
+        f"({Q_CLUSTER['retry']}), or a slow task is handed to a second worker while it runs."
+    )
 if GSYNC_REDIS_URL:
     Q_CLUSTER["redis"] = GSYNC_REDIS_URL
 else:
     Q_CLUSTER["orm"] = "default"
+
+# A run the dispatcher queued that no worker started within this many seconds is queued again.
+GSYNC_QUEUE_STALE_SECONDS = env.int("GSYNC_QUEUE_STALE_SECONDS", default=900)
+# /healthz answers 503 when the dispatcher has not run for this long (it runs every minute).
+GSYNC_HEALTH_MAX_DISPATCH_AGE = env.int("GSYNC_HEALTH_MAX_DISPATCH_AGE", default=300)
 
 LOGGING = {
     "version": 1,

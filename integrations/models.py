@@ -8,6 +8,7 @@ from typing import Any
 
 from django.conf import settings as django_settings
 from django.db import models
+from django.db.models import F
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare
@@ -160,6 +161,47 @@ class ActivityLogManager(models.Manager["ActivityLog"]):
             fields["response_time_ms"] = int(elapsed.total_seconds() * 1000)
         return self.create(integration=integration, **fields)
 
+    def minute_entry(
+        self, integration: DeviceIntegration, *, activity_type: str, trigger: str, at: datetime,
+        message: str,
+    ) -> int:
+        """The id of `integration`'s roll-up entry for the minute of `at`; the first writer adds it.
+
+        Two first writers racing may add two entries for one minute: their counts still add up.
+        """
+        minute = at.replace(second=0, microsecond=0)
+        found = (
+            self.filter(integration=integration, activity_type=activity_type, started_at=minute)
+            .values_list("pk", flat=True)
+            .first()
+        )
+        if found is not None:
+            return found
+        entry = self.log(
+            integration, activity_type=activity_type, status=ActivityLog.Status.SUCCESS,
+            trigger=trigger, started_at=minute, completed_at=at, response_time_ms=0,
+            message=message,
+        )
+        return entry.pk
+
+    def add_counts(
+        self, entry_id: int, *, completed_at: datetime, failure: str = "",
+        status: str | None = None, message: str | None = None, **counts: int,
+    ) -> int:
+        """Add to an entry's counters in one UPDATE; F() so concurrent writers never lose a count.
+
+        A `failure` marks the entry partial and keeps the latest reason; `status` and `message`,
+        when given, replace the entry's own.
+        """
+        updates: dict[str, Any] = {name: F(name) + n for name, n in counts.items() if n}
+        if failure:
+            updates.update(status=ActivityLog.Status.PARTIAL, error_message=failure[:2000])
+        if status is not None:
+            updates["status"] = status
+        if message is not None:
+            updates["message"] = message
+        return self.filter(pk=entry_id).update(completed_at=completed_at, **updates)
+
 
 class ActivityLog(models.Model):
     class ActivityType(models.TextChoices):
@@ -267,3 +309,20 @@ class WebhookDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"Delivery {self.pk} to {self.integration} ({self.outcome})"
+
+
+class Heartbeat(models.Model):
+    """When a periodic job last ran (the dispatcher, the daily prune), one row per job.
+
+    /healthz reads the dispatcher's row: a stopped scheduler or a dead worker shows as an old beat.
+    """
+
+    name = models.CharField(max_length=64, unique=True)
+    beat_at = models.DateTimeField()
+    detail = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        db_table = "gsync_heartbeats"
+
+    def __str__(self) -> str:
+        return f"{self.name} at {self.beat_at:%Y-%m-%d %H:%M:%S}"
