@@ -1,7 +1,7 @@
 """Golioth JSON -> typed records, and the dedup key both paths share.
 
-Everything that knows the shape of Golioth's JSON lives here, so the client, the webhook view and the
-simulator agree on one reading of it (see shared/golioth-api.md).
+Everything that knows the shape of Golioth's JSON lives here, so the client, the webhook view and
+the simulator agree on one reading of it (see shared/golioth-api.md).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ _TIME_RE = re.compile(
 
 
 def parse_time(value: str) -> datetime:
-    """Parse Golioth's RFC 3339 strings: 0-9 fractional digits, `Z` or an offset; keeps microseconds.
+    """Parse Golioth's RFC 3339 strings: 0-9 fractional digits, `Z` or an offset; keeps µs.
 
     A string without a zone is taken as UTC (Golioth always means UTC).
     """
@@ -71,7 +71,7 @@ def timestamp_from_seconds(seconds: Any, nanos: Any = 0) -> datetime:
 
 
 def canonical_json(payload: Any) -> bytes:
-    """Sorted keys, no whitespace: the same payload always hashes the same, whichever path it took."""
+    """Sorted keys, no whitespace: a payload hashes the same whichever path it took."""
     return json.dumps(
         payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
     ).encode()
