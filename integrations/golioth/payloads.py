@@ -220,8 +220,17 @@ def parse_device_page(body: Any) -> list[DeviceRecord]:
     return [parse_device(d) for d in _list_of(body)]
 
 
+_LIST_KEYS = frozenset({"list", "page", "perPage", "total"})
+
+
 def _list_of(body: Any) -> list[Any]:
-    if not isinstance(body, dict) or not isinstance(body.get("list", []), list):
+    # gRPC-gateway may leave out an empty list and zero numbers (even `{}`), but a body with
+    # none of the list keys, such as `{"data": ...}`, is the wrong envelope, not an empty page.
+    if (
+        not isinstance(body, dict)
+        or (body and not _LIST_KEYS & body.keys())
+        or not isinstance(body.get("list", []), list)
+    ):
         raise PayloadError("expected a list envelope {list, page, perPage, total}")
     return body.get("list") or []
 
