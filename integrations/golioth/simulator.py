@@ -58,6 +58,7 @@ class SimRequest:
     kind: str
     query: str = ""
     fault: str | None = None
+    body: bytes = b""
 
 
 @dataclass
@@ -95,7 +96,8 @@ class GoliothSimulator:
         self.faults = faults
         self.calls = 0
         self.call_counts: Counter[str] = Counter()
-        self.requests: deque[SimRequest] = deque(maxlen=100_000)
+        # The recent calls, bodies included, for tests and benchmarks to inspect.
+        self.requests: deque[SimRequest] = deque(maxlen=20_000)
         self.connections = 0
         self.max_in_flight = 0
         self._in_flight = 0
@@ -171,7 +173,7 @@ class GoliothSimulator:
             self.requests.clear()
             self.max_in_flight = 0
 
-    def _record(self, method: str, path: str, query: str, kind: str) -> str | None:
+    def _record(self, method: str, path: str, query: str, kind: str, body: bytes) -> str | None:
         """Count one call and decide its fault, under one lock so the sequence is reproducible."""
         started = time.monotonic()
         with self._lock:
@@ -181,7 +183,7 @@ class GoliothSimulator:
             faults = self._faults
             if faults and faults.rate > 0 and self._fault_rng.random() < faults.rate:
                 fault = self._fault_rng.choice(faults.kinds)
-            self.requests.append(SimRequest(started, method, path, kind, query, fault))
+            self.requests.append(SimRequest(started, method, path, kind, query, fault, body))
             return fault
 
     @contextmanager
@@ -248,7 +250,7 @@ class GoliothSimulator:
         """Answer one request: count it, add latency, maybe inject a fault, else answer the API."""
         url = urlsplit(handler.path)
         kind, args = api.route(url.path)
-        fault = self._record(handler.command, url.path, url.query, kind)
+        fault = self._record(handler.command, url.path, url.query, kind, body)
         with self._counting_in_flight():
             if self.latency:
                 time.sleep(self.latency)
