@@ -1,11 +1,260 @@
-"""The push path: Golioth Pipelines POST readings here (placeholder until the push issue lands)."""
+"""The push path: Golioth Pipelines POST each reading to `/webhooks/golioth/<token>/`.
+
+dj-stripe's pattern: every authenticated request is stored as a `WebhookDelivery` first (committed
+on its own), then processed inside `atomic()` by integrations.deliveries, so a failure rolls the
+work back while the delivery row keeps the error and traceback for a re-process. The view is
+non-atomic for that reason.
+
+Activity: one `webhook_received` entry per integration per minute, its counters added with F() by
+each delivery (`api_calls` counts the deliveries received). A fleet pushing every few seconds would
+otherwise write thousands of entries an hour and bury the sync entries staff look for; every
+delivery is still kept, one by one, in `webhook_deliveries`.
+"""
 
 from __future__ import annotations
 
-from django.http import HttpRequest, HttpResponse
+import ipaddress
+import logging
+from collections.abc import Iterable
+
+from django.conf import settings
+from django.db import DatabaseError, transaction
+from django.db.models import F
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
+from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
+
+from integrations.deliveries import (
+    DeliveryResult,
+    ReprocessResult,
+    finish_delivery,
+    process_delivery,
+    prune_deliveries,
+    reprocess_deliveries,
+)
+from integrations.golioth.webhook_payloads import parse_webhook
+from integrations.models import ActivityLog, DeviceIntegration, WebhookDelivery
+
+__all__ = [
+    "ReprocessResult",
+    "golioth_webhook",
+    "parse_webhook",
+    "pipeline_yaml",
+    "process_delivery",
+    "prune_deliveries",
+    "reprocess_deliveries",
+]
+
+logger = logging.getLogger(__name__)
+
+Outcome = WebhookDelivery.Outcome
+REDACTED = "[redacted]"
+# Header names holding any of these are never stored (Authorization, X-Gsync-Secret, X-Api-Key...).
+SECRET_HEADER_WORDS = ("secret", "token", "key", "auth", "cookie")
+SECRET_HEADERS = ("X-Gsync-Secret",)
+RETRY_AFTER_SECONDS = 30
+PIPELINE_SECRET_NAME = "GSYNC_WEBHOOK_TOKEN"
+
+# --- the view ------------------------------------------------------------------------------------
 
 
 @csrf_exempt
+@transaction.non_atomic_requests
 def golioth_webhook(request: HttpRequest, token: str) -> HttpResponse:
-    return HttpResponse(status=501)
+    if request.method == "HEAD":
+        # A health probe: answers the same for every token, so it tells nothing about them.
+        return HttpResponse(status=200)
+    if request.method != "POST":
+        return HttpResponseNotAllowed(["POST", "HEAD"])
+    try:
+        return _receive(request, token)
+    except DatabaseError:
+        logger.exception("webhook: database unavailable, answering 503 so the sender retries")
+        response = _error(503, "database unavailable, retry later")
+        response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
+
+
+def _receive(request: HttpRequest, token: str) -> HttpResponse:
+    integration = DeviceIntegration.objects.filter(
+        webhook_token=token, webhook_enabled=True
+    ).first()
+    if integration is None:
+        return _error(404, "not found")
+    if not _authenticated(request, integration):
+        _count_rejection(request, integration)
+        return _error(401, "missing or wrong secret")
+    limit = settings.GSYNC_WEBHOOK_MAX_BYTES
+    body = read_body(request, limit=limit)
+    delivery = store_delivery(integration=integration, request=request, body=body or b"")
+    entry_id = ActivityLog.objects.minute_entry(
+        integration,
+        activity_type=ActivityLog.ActivityType.WEBHOOK_RECEIVED,
+        trigger=ActivityLog.Trigger.WEBHOOK,
+        at=delivery.received_at,
+        message="Webhook deliveries received in this minute.",
+    )
+    if body is None:
+        reason = f"body is larger than the {limit}-byte limit (GSYNC_WEBHOOK_MAX_BYTES); not kept"
+        result = finish_delivery(delivery, DeliveryResult(Outcome.FAILED, reason=reason))
+        _roll_up(entry_id, delivery, result)
+        return _error(413, reason)
+    result = process_delivery(delivery, integration=integration, activity_id=entry_id)
+    _roll_up(entry_id, delivery, result)
+    return _answer(result)
+
+
+def _answer(result: DeliveryResult) -> HttpResponse:
+    counts = {"stored": result.stored, "duplicates": result.duplicates}
+    if result.outcome in (Outcome.PROCESSED, Outcome.DUPLICATE):
+        return JsonResponse(counts)
+    if result.outcome == Outcome.IGNORED:
+        return JsonResponse({**counts, "ignored": result.reason})
+    if result.outcome == Outcome.REJECTED:
+        # Kept, but nothing a retry would change: 202, so Golioth does not resend it forever.
+        return JsonResponse({**counts, "rejected": result.reason}, status=202)
+    if result.failure == "internal":
+        return _error(500, "internal error; the delivery is kept for re-processing")
+    return _error(415 if result.failure == "media-type" else 400, result.reason)
+
+
+def _error(status: int, message: str) -> JsonResponse:
+    return JsonResponse({"error": message}, status=status)
+
+
+# --- authentication, body, storage ---------------------------------------------------------------
+
+
+def _authenticated(request: HttpRequest, integration: DeviceIntegration) -> bool:
+    """The pipeline sends the secret raw in Authorization; `Bearer` and X-Gsync-Secret work too."""
+    authorization = request.headers.get("Authorization", "").strip()
+    candidates = [authorization, request.headers.get("X-Gsync-Secret", "").strip()]
+    if authorization[:7].lower() == "bearer ":
+        candidates.append(authorization[7:].strip())
+    matched = False
+    for candidate in candidates:
+        # Every candidate is compared (no short cut), in constant time, against every secret.
+        matched |= integration.check_webhook_secret(candidate)
+    return matched
+
+
+def _count_rejection(request: HttpRequest, integration: DeviceIntegration) -> None:
+    DeviceIntegration.objects.filter(pk=integration.pk).update(
+        webhook_rejected_count=F("webhook_rejected_count") + 1
+    )
+    sent = "a wrong" if _has_secret_header(request) else "no"
+    logger.warning(
+        "webhook: rejected a request with %s secret for integration %s from %s",
+        sent,
+        integration.pk,
+        _remote_addr(request) or "unknown address",
+    )
+
+
+def _has_secret_header(request: HttpRequest) -> bool:
+    return bool(request.headers.get("Authorization") or request.headers.get("X-Gsync-Secret"))
+
+
+def read_body(request: HttpRequest, *, limit: int) -> bytes | None:
+    """The body, or None when it is over `limit`: refused by Content-Length before any read,
+    and never read past `limit` + 1 bytes when the length is not announced (chunked)."""
+    try:
+        announced = int(request.META.get("CONTENT_LENGTH") or -1)
+    except ValueError:
+        announced = -1
+    if announced > limit:
+        return None
+    if announced < 0 and request.META.get("wsgi.input_terminated"):
+        # Django reads nothing without a Content-Length; the server says the stream ends.
+        body = request.META["wsgi.input"].read(limit + 1)
+    else:
+        body = request.read(limit + 1)
+    return None if len(body) > limit else body
+
+
+def redact_headers(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
+    stored = {}
+    for name, value in headers:
+        lowered = name.lower()
+        secret = name in SECRET_HEADERS or any(word in lowered for word in SECRET_HEADER_WORDS)
+        stored[name] = REDACTED if secret else value
+    return stored
+
+
+def _remote_addr(request: HttpRequest) -> str | None:
+    address = request.META.get("REMOTE_ADDR") or ""
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        return None
+
+
+def store_delivery(
+    *, integration: DeviceIntegration, request: HttpRequest, body: bytes
+) -> WebhookDelivery:
+    """Committed before any processing (autocommit), so nothing a failure does can lose it."""
+    return WebhookDelivery.objects.create(
+        integration=integration,
+        headers=redact_headers(request.headers.items()),
+        body=body,
+        content_type=request.META.get("CONTENT_TYPE", "")[:200],
+        remote_addr=_remote_addr(request),
+    )
+
+
+def _roll_up(entry_id: int, delivery: WebhookDelivery, result: DeliveryResult) -> None:
+    carried_reading = result.outcome in (Outcome.PROCESSED, Outcome.DUPLICATE)
+    failed = result.outcome in (Outcome.FAILED, Outcome.REJECTED)
+    ActivityLog.objects.add_counts(
+        entry_id,
+        completed_at=timezone.now(),
+        failure=f"delivery {delivery.pk}: {result.reason}" if failed else "",
+        api_calls=1,
+        readings_fetched=1 if carried_reading else 0,
+        readings_inserted=result.stored,
+        readings_duplicate=result.duplicates,
+    )
+
+
+# --- the pipeline to paste into Golioth ----------------------------------------------------------
+
+
+PIPELINE_TEMPLATE = """\
+# Golioth pipeline for the gsync integration "{name}".
+# 1. In Golioth (Project settings > Secrets), create a secret named {secret} whose value is
+#    one of this integration's webhook secrets (gsync shows a new secret once, when added).
+# 2. Create a pipeline with this YAML. It stores each reading in LightDB Stream (read by the
+#    scheduled sync) and pushes it to gsync at once; both arrive as one row.
+filter:
+  path: "*"
+  content_type: application/cbor
+steps:
+  - name: decode
+    transformer:
+      type: cbor-to-json
+      version: v1
+  - name: history
+    destination:
+      type: lightdb-stream
+      version: v1
+  - name: envelope
+    transformer:
+      type: inject-metadata
+      version: v1
+  - name: push
+    destination:
+      type: webhook
+      version: v1
+      parameters:
+        url: {url}
+        headers:
+          Authorization: ${secret}
+"""
+
+
+def pipeline_yaml(integration: DeviceIntegration) -> str:
+    """The Golioth pipeline (golioth-api.md §4) for `integration`, ready to copy."""
+    name = " ".join(integration.name.split()).replace('"', "'")
+    return PIPELINE_TEMPLATE.format(
+        name=name, url=integration.webhook_url, secret=PIPELINE_SECRET_NAME
+    )
