@@ -56,7 +56,10 @@ class DeviceIntegration(models.Model):
     locked_by = models.CharField(max_length=200, blank=True)
     consecutive_failures = models.PositiveIntegerField(default=0)
     queued_at = models.DateTimeField(
-        null=True, blank=True, help_text="When the dispatcher last queued a run."
+        null=True, blank=True, help_text="Set while a queued run waits for a worker."
+    )
+    last_queued_at = models.DateTimeField(
+        null=True, blank=True, help_text="When a run was last queued; the interval counts from it."
     )
     last_skip_reason = models.CharField(max_length=200, blank=True)
 
@@ -144,11 +147,16 @@ class DeviceIntegration(models.Model):
         return self.locked_until is not None and self.locked_until > timezone.now()
 
     def next_due_at(self) -> datetime | None:
-        if self.last_sync_at is None:
+        """When the dispatcher queues the next scheduled run; None: at the next dispatch.
+
+        The interval counts from when the last run was queued (`last_sync_at`, when each run
+        ends, only before the dispatcher ever queued one), so a 60 s interval is honoured however
+        long each run takes.
+        """
+        last = self.last_queued_at or self.last_sync_at
+        if last is None:
             return None
-        return self.last_sync_at + timezone.timedelta(
-            seconds=self.sync_settings.sync_interval_seconds
-        )
+        return last + timezone.timedelta(seconds=self.sync_settings.sync_interval_seconds)
 
 
 class ActivityLogManager(models.Manager["ActivityLog"]):

@@ -17,8 +17,9 @@ from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 import requests
@@ -96,6 +97,12 @@ class RateLimiter:
             self._next = slot + self._interval
         if slot > now:
             time.sleep(slot - now)
+
+
+class _Page(NamedTuple):
+    readings: list[StreamReading]
+    total: int
+    per_page: int
 
 
 class _Transient(Exception):
@@ -197,7 +204,7 @@ class GoliothClient:
             body = self._request("GET", f"{self._project_path}/devices", params=query)
             devices = _parse(parse_device_page, body)
             yield from devices
-            if not devices or (page + 1) * self.page_size >= _total_of(body):
+            if not devices or (page + 1) * self._per_page_of(body) >= _total_of(body):
                 return
             page += 1
 
@@ -247,16 +254,23 @@ class GoliothClient:
             "query": {"fields": _STREAM_FIELDS, "filters": []},
         }
 
-    def _fetch_page(self, path: str, body: dict[str, Any], page: int) -> tuple[list, int]:
+    def _fetch_page(self, path: str, body: dict[str, Any], page: int) -> _Page:
         payload = {**body, "page": page, "perPage": self.page_size}
         response = self._request("POST", path, json_body=payload)
-        return _parse(parse_stream_page, response), _total_of(response)
+        readings = _parse(parse_stream_page, response)
+        return _Page(readings, _total_of(response), self._per_page_of(response))
+
+    def _per_page_of(self, body: Any) -> int:
+        # Page numbers count in Golioth's page size: trust the one it answers with, should it
+        # ever cap ours below what we asked for.
+        per_page = body.get("perPage") if isinstance(body, dict) else None
+        return per_page if isinstance(per_page, int) and per_page > 0 else self.page_size
 
     def _iter_pages(self, path: str, body: dict[str, Any]) -> Iterator[list[StreamReading]]:
-        first, total = self._fetch_page(path, body, 0)
-        if first:
-            yield first
-        pages = math.ceil(total / self.page_size)
+        first = self._fetch_page(path, body, 0)
+        if first.readings:
+            yield first.readings
+        pages = math.ceil(first.total / first.per_page)
         if pages <= 1:
             return
         yield from self._iter_rest(path, body, range(1, pages))
@@ -268,23 +282,24 @@ class GoliothClient:
         # stays flat however long the window, and pages still come out in order.
         window = 2 * self.concurrency
         todo = iter(pages)
-        pending: deque[Future[tuple[list, int]]] = deque()
-        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="golioth-page") as pool:
-            try:
-                for page in todo:
-                    pending.append(pool.submit(self._fetch_page, path, body, page))
-                    if len(pending) >= window:
-                        break
-                while pending:
-                    readings, _ = pending.popleft().result()
-                    next_page = next(todo, None)
-                    if next_page is not None:
-                        pending.append(pool.submit(self._fetch_page, path, body, next_page))
-                    if readings:
-                        yield readings
-            finally:
-                for future in pending:
-                    future.cancel()
+        pending: deque[Future[_Page]] = deque()
+        pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="golioth-page")
+        try:
+            for page in todo:
+                pending.append(pool.submit(self._fetch_page, path, body, page))
+                if len(pending) >= window:
+                    break
+            while pending:
+                readings = pending.popleft().result().readings
+                next_page = next(todo, None)
+                if next_page is not None:
+                    pending.append(pool.submit(self._fetch_page, path, body, next_page))
+                if readings:
+                    yield readings
+        finally:
+            # On an error or an early stop, report at once: pages already on the wire finish
+            # in the background (each bounded by its timeout and retries), the rest never start.
+            pool.shutdown(wait=False, cancel_futures=True)
 
     # --- one call --------------------------------------------------------------------------------
 
@@ -342,7 +357,7 @@ class GoliothClient:
         except ValueError as exc:
             # Garbled bodies are retried: a proxy or a dropped connection, not Golioth's answer.
             error = MalformedResponseError(f"Golioth sent a body that is not JSON for {what}")
-            raise _Transient(error, None) from exc
+            raise _Transient(error) from exc
 
     def _raise_for_status(self, response: requests.Response, what: str) -> None:
         status = response.status_code
@@ -379,7 +394,10 @@ def _retry_after(response: requests.Response) -> float | None:
     try:
         return max(0.0, float(value))
     except ValueError:
-        # An HTTP date: not worth parsing; the normal backoff applies.
+        pass
+    try:  # the other form HTTP allows: a date
+        return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
+    except (TypeError, ValueError):
         return None
 
 
