@@ -116,7 +116,7 @@ class GoliothSimulator:
 
     def add_device(
         self, *, id: str | None = None, name: str | None = None, **fields: Any
-    ) -> SimDevice:  # noqa: A002
+    ) -> SimDevice:
         """Add a device; fields are SimDevice's (hardware_ids, tag_ids, cohort_id, ...)."""
         with self._lock:
             device_id = id or f"{self._rng.getrandbits(96):024x}"
@@ -173,7 +173,9 @@ class GoliothSimulator:
             self.requests.clear()
             self.max_in_flight = 0
 
-    def _record(self, method: str, path: str, query: str, kind: str, body: bytes) -> str | None:
+    def _record(
+        self, method: str, path: str, query: str, kind: str, body: bytes
+    ) -> tuple[str | None, FaultConfig | None]:
         """Count one call and decide its fault, under one lock so the sequence is reproducible."""
         started = time.monotonic()
         with self._lock:
@@ -184,7 +186,7 @@ class GoliothSimulator:
             if faults and faults.rate > 0 and self._fault_rng.random() < faults.rate:
                 fault = self._fault_rng.choice(faults.kinds)
             self.requests.append(SimRequest(started, method, path, kind, query, fault, body))
-            return fault
+            return fault, faults
 
     @contextmanager
     def _counting_in_flight(self) -> Iterator[None]:
@@ -250,27 +252,27 @@ class GoliothSimulator:
         """Answer one request: count it, add latency, maybe inject a fault, else answer the API."""
         url = urlsplit(handler.path)
         kind, args = api.route(url.path)
-        fault = self._record(handler.command, url.path, url.query, kind, body)
+        fault, faults = self._record(handler.command, url.path, url.query, kind, body)
         with self._counting_in_flight():
             if self.latency:
                 time.sleep(self.latency)
-            faults = self._faults
             if fault == "reset":
                 handler.close_connection = True
                 return
             if fault == "timeout" and faults:
                 time.sleep(faults.slow_seconds)
-            reply = self._fault_reply(fault) or self._answer(handler, kind, args, url.query, body)
+            reply = self._fault_reply(fault, faults) or self._answer(
+                handler, kind, args, url.query, body
+            )
             _write(handler, reply, truncate=fault == "truncate")
 
-    def _fault_reply(self, fault: str | None) -> _Reply | None:
-        if fault not in _FAULT_REPLIES:
+    def _fault_reply(self, fault: str | None, faults: FaultConfig | None) -> _Reply | None:
+        if fault not in _FAULT_REPLIES or faults is None:
             return None
         status, code, message = _FAULT_REPLIES[fault]
         reply = _Reply(status, api.error_body(code, message))
         if fault == "429":
-            retry_after = self._faults.retry_after if self._faults else 1
-            reply.headers["Retry-After"] = f"{retry_after:g}"
+            reply.headers["Retry-After"] = f"{faults.retry_after:g}"
         return reply
 
     def _answer(
@@ -300,7 +302,7 @@ class GoliothSimulator:
         shape: str = "plain",
         content_type: str = "application/json",
         headers: dict[str, str] | None = None,
-        time: datetime | None = None,  # noqa: A002
+        time: datetime | None = None,
         include_ce_time: bool = True,
         store: bool = True,
         nest_under_path: bool = False,
@@ -363,7 +365,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
 

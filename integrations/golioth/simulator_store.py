@@ -176,7 +176,8 @@ class SimStore:
             return [d for d in self.devices.values() if query.matches(d)]
 
     def add_reading(self, device_id: str, time: datetime, data: Any) -> None:
-        self.append_json(device_id, to_micros(time), json.dumps(data, allow_nan=False))
+        payload = json.dumps(data, separators=(",", ":"), allow_nan=False)
+        self.append_json(device_id, to_micros(time), payload)
 
     def append_json(self, device_id: str, micros: int, data_json: str) -> None:
         with self._lock:
