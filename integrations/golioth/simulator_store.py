@@ -22,7 +22,7 @@ from typing import Any
 from integrations.golioth.payloads import StreamReading
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_CACHE_SIZE = 16
+_CACHE_SIZE = 8
 
 
 @dataclass(slots=True)
@@ -217,6 +217,9 @@ class SimStore:
             if ids is not None or tag_set is not None:
                 allowed = self._allowed_indices(ids, tag_set)
                 matches = array("q", (i for i in matches if self._devs[i] in allowed))
+            # Results from before the last write are stale: drop them rather than let them pile up.
+            for stale in [k for k in self._cache if k[0] != self._version]:
+                del self._cache[stale]
             self._cache[key] = matches
             if len(self._cache) > _CACHE_SIZE:
                 self._cache.popitem(last=False)
