@@ -83,13 +83,17 @@ def process_delivery(
     *,
     integration: DeviceIntegration | None = None,
     activity_id: int | None = None,
+    roll_up: bool = False,
 ) -> DeliveryResult:
     """Parse and store one delivery, and record the outcome on its row.
 
-    A DatabaseError is recorded (when the database still answers) and raised again, so the view
-    answers 503 and Golioth retries; anything else is recorded with its traceback.
+    Readings link to activity entry `activity_id`; with `roll_up` the delivery's counts are also
+    added to that entry. Readings, outcome and counts commit together. A DatabaseError is
+    recorded (when the database still answers) and raised again, so the view answers 503 and
+    Golioth retries; anything else is recorded with its traceback.
     """
     integration = integration or delivery.integration
+    roll_up_into = activity_id if roll_up else None
     try:
         sync_settings = integration.sync_settings
         message = parse_webhook(
@@ -100,9 +104,8 @@ def process_delivery(
             nest_payload=sync_settings.payloads_nested_under_path,
         )
         if message.reading is None:
-            return finish_delivery(
-                delivery, DeliveryResult(Outcome.IGNORED, reason=message.ignored)
-            )
+            result = DeliveryResult(Outcome.IGNORED, reason=message.ignored)
+            return conclude_delivery(delivery, result, roll_up_into=roll_up_into)
         with transaction.atomic():
             result = store_reading(
                 message.reading,
@@ -110,28 +113,29 @@ def process_delivery(
                 sync_settings=sync_settings,
                 activity_id=activity_id,
             )
+            return conclude_delivery(delivery, result, roll_up_into=roll_up_into)
     except PayloadError as exc:
         failure = "media-type" if isinstance(exc, UnsupportedMediaType) else "input"
-        return finish_delivery(
-            delivery, DeliveryResult(Outcome.FAILED, reason=str(exc), failure=failure)
-        )
+        result = DeliveryResult(Outcome.FAILED, reason=str(exc), failure=failure)
+        return conclude_delivery(delivery, result, roll_up_into=roll_up_into)
     except DatabaseError as exc:
-        _record_crash(delivery, exc)
+        _record_crash(delivery, exc, roll_up_into=roll_up_into)
         raise
     except Exception as exc:
         logger.exception("webhook: delivery %s failed", delivery.pk)
-        return _record_crash(delivery, exc)
-    return finish_delivery(delivery, result)
+        return _record_crash(delivery, exc, roll_up_into=roll_up_into)
 
 
-def _record_crash(delivery: WebhookDelivery, exc: BaseException) -> DeliveryResult:
+def _record_crash(
+    delivery: WebhookDelivery, exc: BaseException, *, roll_up_into: int | None
+) -> DeliveryResult:
     result = DeliveryResult(
         Outcome.FAILED,
         reason=f"{type(exc).__name__}: {exc}".splitlines()[0][:500],
         failure="internal",
     )
     try:
-        finish_delivery(delivery, result, trace=traceback.format_exc())
+        conclude_delivery(delivery, result, roll_up_into=roll_up_into, trace=traceback.format_exc())
     except DatabaseError:
         logger.exception("webhook: could not record the failure of delivery %s", delivery.pk)
     return result
@@ -185,7 +189,7 @@ def _find_device(
     integration: DeviceIntegration, external_id: str, *, sync_settings: SyncSettings
 ) -> Device | None:
     devices = Device.objects.only("pk", "status", "last_seen")
-    device = devices.filter(integration=integration, external_id=external_id).first()
+    device = next(iter(devices.filter(integration=integration, external_id=external_id)[:1]), None)
     if device is None and sync_settings.webhook_creates_devices:
         # Golioth sends no device name in a webhook; the next pull fills it in.
         device, _ = Device.objects.get_or_create(
@@ -206,9 +210,14 @@ def _refresh_status(device: Device, reading_time: datetime, *, sync_settings: Sy
         Device.objects.filter(pk=device.pk).update(status=status)
 
 
-def finish_delivery(
-    delivery: WebhookDelivery, result: DeliveryResult, *, trace: str = ""
+def conclude_delivery(
+    delivery: WebhookDelivery,
+    result: DeliveryResult,
+    *,
+    roll_up_into: int | None = None,
+    trace: str = "",
 ) -> DeliveryResult:
+    """Record the outcome on the delivery row and, given an entry id, add it to that entry."""
     delivery.outcome = result.outcome
     delivery.error = result.reason
     delivery.traceback = trace
@@ -224,7 +233,24 @@ def finish_delivery(
         processed_at=delivery.processed_at,
         attempts=F("attempts") + 1,
     )
+    if roll_up_into is not None:
+        _roll_up(roll_up_into, delivery, result)
     return result
+
+
+def _roll_up(entry_id: int, delivery: WebhookDelivery, result: DeliveryResult) -> None:
+    # Last statement of the transaction: the entry's row lock is held only until the commit.
+    carried_reading = result.outcome in (Outcome.PROCESSED, Outcome.DUPLICATE)
+    failed = result.outcome in (Outcome.FAILED, Outcome.REJECTED)
+    ActivityLog.objects.add_counts(
+        entry_id,
+        completed_at=delivery.processed_at or timezone.now(),
+        failure=f"delivery {delivery.pk}: {result.reason}" if failed else "",
+        api_calls=1,
+        readings_fetched=1 if carried_reading else 0,
+        readings_inserted=result.stored,
+        readings_duplicate=result.duplicates,
+    )
 
 
 # --- re-processing, pruning ----------------------------------------------------------------------

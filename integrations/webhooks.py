@@ -21,13 +21,12 @@ from django.conf import settings
 from django.db import DatabaseError, transaction
 from django.db.models import F
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
-from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
 from integrations.deliveries import (
     DeliveryResult,
     ReprocessResult,
-    finish_delivery,
+    conclude_delivery,
     process_delivery,
     prune_deliveries,
     reprocess_deliveries,
@@ -96,11 +95,10 @@ def _receive(request: HttpRequest, token: str) -> HttpResponse:
     )
     if body is None:
         reason = f"body is larger than the {limit}-byte limit (GSYNC_WEBHOOK_MAX_BYTES); not kept"
-        result = finish_delivery(delivery, DeliveryResult(Outcome.FAILED, reason=reason))
-        _roll_up(entry_id, delivery, result)
+        result = DeliveryResult(Outcome.FAILED, reason=reason)
+        conclude_delivery(delivery, result, roll_up_into=entry_id)
         return _error(413, reason)
-    result = process_delivery(delivery, integration=integration, activity_id=entry_id)
-    _roll_up(entry_id, delivery, result)
+    result = process_delivery(delivery, integration=integration, activity_id=entry_id, roll_up=True)
     return _answer(result)
 
 
@@ -199,20 +197,6 @@ def store_delivery(
         body=body,
         content_type=request.META.get("CONTENT_TYPE", "")[:200],
         remote_addr=_remote_addr(request),
-    )
-
-
-def _roll_up(entry_id: int, delivery: WebhookDelivery, result: DeliveryResult) -> None:
-    carried_reading = result.outcome in (Outcome.PROCESSED, Outcome.DUPLICATE)
-    failed = result.outcome in (Outcome.FAILED, Outcome.REJECTED)
-    ActivityLog.objects.add_counts(
-        entry_id,
-        completed_at=timezone.now(),
-        failure=f"delivery {delivery.pk}: {result.reason}" if failed else "",
-        api_calls=1,
-        readings_fetched=1 if carried_reading else 0,
-        readings_inserted=result.stored,
-        readings_duplicate=result.duplicates,
     )
 
 

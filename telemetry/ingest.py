@@ -2,8 +2,9 @@
 
 Insert-or-ignore on the dedup key, batch by batch, never read-then-write: the same reading arriving
 by webhook, by pull, by a retried page or an overlapping window is stored once. PostgreSQL gets COPY
-into a temporary table and one `INSERT ... SELECT ... ON CONFLICT DO NOTHING`; other databases get
-`INSERT ... ON CONFLICT DO NOTHING` through executemany. Both count what they inserted exactly.
+into a temporary table and one `INSERT ... SELECT ... ON CONFLICT DO NOTHING` for batches of
+COPY_MIN_ROWS or more; smaller batches and other databases get `INSERT ... ON CONFLICT DO NOTHING`
+through executemany. Both count what they inserted exactly.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from integrations.golioth.payloads import canonical_json, dedup_key, payload_dig
 from telemetry.models import Device, TelemetryRecord
 
 BATCH_SIZE = 2000
+# COPY through a temporary table costs four round trips and a truncate per commit: below a few
+# dozen rows (a webhook's single reading) one INSERT ... ON CONFLICT is the faster path.
+COPY_MIN_ROWS = 32
 COLUMNS = (
     "device_id", "integration_id", "path", "telemetry", "device_timestamp", "received_at",
     "source", "time_exact", "activity_id", "dedup_key",
@@ -195,7 +199,7 @@ def _insert(rows: list[_Row], *, integration_id: int, source: str, activity_id: 
         )
         for r in rows
     ]
-    if connection.vendor == "postgresql":
+    if connection.vendor == "postgresql" and len(values) >= COPY_MIN_ROWS:
         return _insert_postgresql(values)
     return _insert_portable(values)
 
