@@ -312,7 +312,7 @@ class GoliothSimulator:
 
         With `store`, the reading also goes into this simulator's stream first, as LightDB Stream
         keeps it (as sent, or nested under its path when `nest_under_path`, like the legacy
-        pipeline), so a later pull sees the same reading.
+        pipeline), so a later pull sees the same reading; the device must exist here then.
         """
         message = build_webhook(
             project_id=self.project_id,
