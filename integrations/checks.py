@@ -1,0 +1,76 @@
+"""System checks: the mistakes that would otherwise surface as a lost reading or a failed save.
+
+The database check runs where Django runs database checks (`migrate`, `check --database default`),
+never at import time or before the tables exist.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cryptography.fernet import Fernet
+from django.conf import settings
+from django.core.checks import Tags, Warning, register
+from django.db import DatabaseError
+
+KEY_HINT = (
+    "Generate one with `python -c 'from cryptography.fernet import Fernet; "
+    "print(Fernet.generate_key().decode())'` and set GSYNC_ENCRYPTION_KEY (`make run` writes one "
+    "to .env)."
+)
+
+
+@register(Tags.security)
+def check_encryption_key(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
+    keys = getattr(settings, "GSYNC_ENCRYPTION_KEYS", [])
+    if not keys:
+        return [
+            Warning(
+                "GSYNC_ENCRYPTION_KEY is not set: Golioth API keys can be neither stored nor read.",
+                hint=KEY_HINT,
+                id="gsync.W002",
+            )
+        ]
+    warnings = []
+    for position, key in enumerate(keys, start=1):
+        try:
+            Fernet(key)
+        except (ValueError, TypeError):
+            # Never echo the key itself: its position is enough to find it.
+            warnings.append(
+                Warning(
+                    f"GSYNC_ENCRYPTION_KEY entry {position} of {len(keys)} is not a valid Fernet "
+                    "key (32 url-safe base64-encoded bytes).",
+                    hint=KEY_HINT,
+                    id="gsync.W003",
+                )
+            )
+    return warnings
+
+
+@register(Tags.security, Tags.database)
+def check_webhook_secrets(
+    app_configs: Any = None, databases: list[str] | None = None, **kwargs: Any
+) -> list[Warning]:
+    """Webhooks enabled with no secret accept nothing: every delivery is answered 401."""
+    if not databases or "default" not in databases:
+        return []
+    from integrations.models import DeviceIntegration
+
+    try:
+        enabled = DeviceIntegration.objects.filter(webhook_enabled=True)
+        names = [i.name for i in enabled.only("name", "webhook_secrets") if not i.webhook_secrets]
+    except DatabaseError:
+        # Not migrated yet: nothing to check.
+        return []
+    return [
+        Warning(
+            f"Integration {name!r} has webhooks enabled but no webhook secret: every delivery "
+            "is refused (401).",
+            hint="Add a secret on the integration's admin page and store it in Golioth "
+            "as the pipeline secret GSYNC_WEBHOOK_TOKEN.",
+            obj=name,
+            id="gsync.W001",
+        )
+        for name in names
+    ]
