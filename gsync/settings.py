@@ -38,6 +38,14 @@ GSYNC_WEBHOOK_MAX_BYTES = env.int("GSYNC_WEBHOOK_MAX_BYTES", default=256 * 1024)
 GSYNC_WEBHOOK_RETENTION_DAYS = env.int("GSYNC_WEBHOOK_RETENTION_DAYS", default=30)
 GSYNC_REDIS_URL = env.str("GSYNC_REDIS_URL", default="")
 GSYNC_WORKERS = env.int("GSYNC_WORKERS", default=2)
+# The pull's Golioth client: seconds per request, retries of transient failures (429, 5xx,
+# timeouts), and the backoff base in seconds (doubled per retry, with jitter).
+GSYNC_HTTP_TIMEOUT = env.float("GSYNC_HTTP_TIMEOUT", default=15.0)
+GSYNC_HTTP_MAX_RETRIES = env.int("GSYNC_HTTP_MAX_RETRIES", default=5)
+GSYNC_HTTP_BACKOFF = env.float("GSYNC_HTTP_BACKOFF", default=0.5)
+# A sync run holds its integration's lease this long, renewed while it works; a dead worker's
+# lease frees itself after at most this many seconds.
+GSYNC_SYNC_LEASE_SECONDS = env.int("GSYNC_SYNC_LEASE_SECONDS", default=300)
 
 INSTALLED_APPS = [
     "django.contrib.admin",

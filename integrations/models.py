@@ -169,6 +169,22 @@ class ActivityLogManager(models.Manager["ActivityLog"]):
             fields["response_time_ms"] = int(elapsed.total_seconds() * 1000)
         return self.create(integration=integration, **fields)
 
+    def start(self, integration: DeviceIntegration, **fields: Any) -> ActivityLog:
+        """An entry for work under way (status `started`); `finish` completes the same row, so
+        a run is one entry however it ends."""
+        fields.update(status=ActivityLog.Status.STARTED, completed_at=None)
+        fields.setdefault("started_at", timezone.now())
+        return self.create(integration=integration, **fields)
+
+    def finish(self, entry: ActivityLog, *, status: str, **fields: Any) -> ActivityLog:
+        fields.update(status=status, completed_at=timezone.now())
+        elapsed = fields["completed_at"] - entry.started_at
+        fields.setdefault("response_time_ms", max(0, int(elapsed.total_seconds() * 1000)))
+        for name, value in fields.items():
+            setattr(entry, name, value)
+        entry.save(update_fields=list(fields))
+        return entry
+
     def minute_entry(
         self, integration: DeviceIntegration, *, activity_type: str, trigger: str, at: datetime,
         message: str,

@@ -10,6 +10,7 @@ through executemany. Both count what they inserted exactly.
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -22,13 +23,23 @@ from django.utils import timezone
 from integrations.golioth.payloads import canonical_json, dedup_key, payload_digest
 from telemetry.models import Device, TelemetryRecord
 
+logger = logging.getLogger(__name__)
+
 BATCH_SIZE = 2000
 # COPY through a temporary table costs four round trips and a truncate per commit: below a few
 # dozen rows (a webhook's single reading) one INSERT ... ON CONFLICT is the faster path.
 COPY_MIN_ROWS = 32
 COLUMNS = (
-    "device_id", "integration_id", "path", "telemetry", "device_timestamp", "received_at",
-    "source", "time_exact", "activity_id", "dedup_key",
+    "device_id",
+    "integration_id",
+    "path",
+    "telemetry",
+    "device_timestamp",
+    "received_at",
+    "source",
+    "time_exact",
+    "activity_id",
+    "dedup_key",
 )
 
 
@@ -47,11 +58,15 @@ class IngestResult:
     inserted: int = 0
     duplicates: int = 0
     corrected: int = 0
+    # Payloads JSON cannot hold (NaN, Infinity): not stored, counted, logged; the rest of the
+    # batch is stored as usual.
+    rejected: int = 0
 
     def __iadd__(self, other: IngestResult) -> IngestResult:
         self.inserted += other.inserted
         self.duplicates += other.duplicates
         self.corrected += other.corrected
+        self.rejected += other.rejected
         return self
 
     @property
@@ -93,30 +108,65 @@ class _Row:
     reading: Reading
     key: Any
     digest: str
+    document: str
 
 
 def _ingest_batch(
-    batch: list[Reading], *, integration_id: int, source: str, activity_id: int | None,
+    batch: list[Reading],
+    *,
+    integration_id: int,
+    source: str,
+    activity_id: int | None,
     tolerance: timedelta,
 ) -> IngestResult:
-    rows: dict[Any, _Row] = {}
-    for reading in batch:
-        key = dedup_key(
-            integration_id=integration_id,
-            device_external_id=reading.device_external_id,
-            timestamp=reading.timestamp,
-            payload=reading.payload,
-        )
-        rows.setdefault(key, _Row(reading, key, payload_digest(reading.payload)))
-    result = IngestResult(duplicates=len(batch) - len(rows))
+    rows, rejected = _keyed_rows(batch, integration_id=integration_id)
+    accepted = len(batch) - rejected
+    result = IngestResult(duplicates=accepted - len(rows), rejected=rejected)
     fresh, corrected, known = _reconcile_approximate_times(list(rows.values()), tolerance)
     result.corrected = corrected
     result.duplicates += known
     inserted = _insert(fresh, integration_id=integration_id, source=source, activity_id=activity_id)
     result.inserted = inserted
     result.duplicates += len(fresh) - inserted
-    _advance_last_seen(batch)
+    _advance_last_seen([row.reading for row in rows.values()])
     return result
+
+
+def _keyed_rows(batch: list[Reading], *, integration_id: int) -> tuple[dict[Any, _Row], int]:
+    """The batch by dedup key (repeats within it collapse), and how many payloads were refused."""
+    rows: dict[Any, _Row] = {}
+    rejected = 0
+    for reading in batch:
+        try:
+            document = canonical_json(reading.payload).decode()
+        except (ValueError, TypeError) as exc:
+            rejected += 1
+            logger.warning(
+                "Reading of device %s at %s not stored: its payload is not JSON (%s)",
+                reading.device_external_id,
+                reading.timestamp,
+                exc,
+            )
+            continue
+        key = dedup_key(
+            integration_id=integration_id,
+            device_external_id=reading.device_external_id,
+            timestamp=reading.timestamp,
+            payload=reading.payload,
+        )
+        if key not in rows:
+            rows[key] = _Row(reading, key, payload_digest(reading.payload), document)
+    return rows, rejected
+
+
+def count_new_readings(readings: Iterable[Reading], *, integration_id: int) -> IngestResult:
+    """What `ingest_readings` would do, without writing: readings whose key is not stored yet
+    count as inserted (a dry run's estimate; approximate-time corrections are not predicted)."""
+    readings = list(readings)
+    rows, rejected = _keyed_rows(readings, integration_id=integration_id)
+    stored = TelemetryRecord.objects.filter(dedup_key__in=list(rows)).count()
+    repeats = len(readings) - rejected - len(rows)
+    return IngestResult(inserted=len(rows) - stored, duplicates=repeats + stored, rejected=rejected)
 
 
 # --- approximate times ---------------------------------------------------------------------------
@@ -143,7 +193,9 @@ def _reconcile_approximate_times(
     )
     if not approximate_new:
         stored = stored.filter(time_exact=False)
-    candidates = list(stored.values("id", "device_id", "device_timestamp", "telemetry", "time_exact"))
+    candidates = list(
+        stored.values("id", "device_id", "device_timestamp", "telemetry", "time_exact")
+    )
     if not candidates:
         return rows, 0, 0
     by_payload: dict[tuple[int, str], list[dict]] = {}
@@ -167,11 +219,14 @@ def _reconcile_approximate_times(
 def _nearest(candidates: list[dict], row: _Row, tolerance: timedelta) -> dict | None:
     wanted_exact = row.reading.time_exact
     close = [
-        c for c in candidates
+        c
+        for c in candidates
         if abs(c["device_timestamp"] - row.reading.timestamp) <= tolerance
         and (not wanted_exact or not c["time_exact"])
     ]
-    return min(close, key=lambda c: abs(c["device_timestamp"] - row.reading.timestamp), default=None)
+    return min(
+        close, key=lambda c: abs(c["device_timestamp"] - row.reading.timestamp), default=None
+    )
 
 
 def _correct_time(record_id: int, row: _Row) -> None:
@@ -193,9 +248,16 @@ def _insert(rows: list[_Row], *, integration_id: int, source: str, activity_id: 
     now = timezone.now()
     values = [
         (
-            r.reading.device_pk, integration_id, r.reading.path,
-            canonical_json(r.reading.payload).decode(), r.reading.timestamp, now, source,
-            r.reading.time_exact, activity_id, r.key,
+            r.reading.device_pk,
+            integration_id,
+            r.reading.path,
+            r.document,
+            r.reading.timestamp,
+            now,
+            source,
+            r.reading.time_exact,
+            activity_id,
+            r.key,
         )
         for r in rows
     ]

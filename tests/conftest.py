@@ -1,18 +1,24 @@
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
+from integrations.golioth.simulator import GoliothSimulator
 from integrations.models import DeviceIntegration
 from telemetry.models import Device
 
 
 @pytest.fixture
 def make_integration(db) -> Callable[..., DeviceIntegration]:
-    def make(name: str = "fleet", *, api_key: str = "sim-key", settings: dict | None = None,
-             **fields: Any) -> DeviceIntegration:
+    def make(
+        name: str = "fleet",
+        *,
+        api_key: str = "sim-key",
+        settings: dict | None = None,
+        **fields: Any,
+    ) -> DeviceIntegration:
         fields.setdefault("project_id", "sim-project")
         integration = DeviceIntegration(name=name, settings=settings or {}, **fields)
         integration.set_api_key(api_key)
@@ -34,3 +40,26 @@ def make_device(db) -> Callable[..., Device]:
         return Device.objects.create(integration=integration, external_id=external_id, **fields)
 
     return make
+
+
+@pytest.fixture
+def golioth() -> Iterator[GoliothSimulator]:
+    """A local Golioth over real HTTP (no latency, no faults); seed it, then sync against it."""
+    with GoliothSimulator() as simulator:
+        yield simulator
+
+
+@pytest.fixture
+def golioth_integration(make_integration, golioth) -> DeviceIntegration:
+    """An integration pointing at the `golioth` simulator: its base URL, project and key.
+
+    Its request rate is the highest allowed, so tests are not paced like a real Golioth project;
+    keep `maxRequestsPerSecond` when replacing its settings.
+    """
+    return make_integration(
+        "sim-fleet",
+        api_key=golioth.api_key,
+        base_url=golioth.base_url,
+        project_id=golioth.project_id,
+        settings={"maxRequestsPerSecond": 1000},
+    )

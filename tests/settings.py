@@ -9,3 +9,16 @@ os.environ.setdefault("GSYNC_ENCRYPTION_KEY", "ZmRzYWZkc2FmZHNhZmRzYWZkc2FmZHNhZ
 from gsync.settings import *  # noqa: E402,F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+# Retries of the Golioth client back off for milliseconds, not seconds, against the simulator.
+GSYNC_HTTP_BACKOFF = 0.01
+
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
+    # A file, not the in-memory default: tests that run syncs in threads need SQLite's real
+    # locking (WAL, busy timeout). The in-memory database's shared cache fails at once with
+    # "database table is locked" instead of waiting. One file per process: runs don't collide.
+    import tempfile
+
+    DATABASES["default"]["TEST"] = {  # noqa: F405
+        "NAME": os.path.join(tempfile.gettempdir(), f"gsync-test-{os.getpid()}.sqlite3")
+    }
