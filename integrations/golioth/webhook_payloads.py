@@ -12,6 +12,7 @@ import base64
 import io
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -42,6 +43,8 @@ LEGACY_OTHER = frozenset(
     }
 )
 ENVELOPE_KEYS = frozenset({"data", "device_id", "project_id", "timestamp", "path"})
+_UNSTORABLE_TEXT = re.compile("[\x00\ud800-\udfff]")
+_CONTROL_TEXT = re.compile("[\x00-\x1f\ud800-\udfff]")
 JSON_TYPES = frozenset({"application/json", "text/json"})
 CBOR_TYPES = frozenset({"application/cbor"})
 
@@ -152,7 +155,10 @@ def _decode_json(body: bytes) -> Any:
         ) from None
     except RecursionError:
         raise PayloadError(f"JSON is nested deeper than {MAX_DEPTH} levels") from None
-    _check_depth(document)
+    except ValueError as exc:
+        # e.g. an integer of more than 4300 digits (Python's int conversion limit)
+        raise PayloadError(f"malformed JSON: {str(exc)[:80]}") from None
+    check_storable(document)
     return document
 
 
@@ -174,7 +180,9 @@ def _decode_cbor(body: bytes) -> Any:
         raise PayloadError(
             f"malformed CBOR: {len(body) - stream.tell()} bytes after the first item"
         )
-    return _cbor_to_json(document, depth=0)
+    document = _cbor_to_json(document, depth=0)
+    check_storable(document, kind="CBOR")
+    return document
 
 
 def _cbor_to_json(value: Any, *, depth: int) -> Any:
@@ -206,16 +214,26 @@ def _cbor_key(key: Any) -> str:
     raise PayloadError(f"CBOR map key of type {type(key).__name__} has no JSON form")
 
 
-def _check_depth(document: Any) -> None:
-    """Iterative, so a hostile body cannot exhaust the stack here either."""
+def check_storable(document: Any, *, kind: str = "JSON") -> None:
+    """Refuse what the database would choke on later (a 500 or a 503 Golioth retries forever).
+
+    Iterative, so a hostile body cannot exhaust the stack here either. PostgreSQL's jsonb holds
+    no NUL character and no lone UTF-16 surrogate, and JSON has no Infinity.
+    """
     pending = [(document, 1)]
     while pending:
         value, depth = pending.pop()
         if isinstance(value, dict | list):
             if depth > MAX_DEPTH:
-                raise PayloadError(f"JSON is nested deeper than {MAX_DEPTH} levels")
+                raise PayloadError(f"{kind} is nested deeper than {MAX_DEPTH} levels")
+            if isinstance(value, dict):
+                pending.extend((key, depth) for key in value)
             children = value.values() if isinstance(value, dict) else value
             pending.extend((child, depth + 1) for child in children)
+        elif isinstance(value, str) and _UNSTORABLE_TEXT.search(value):
+            raise PayloadError("text holds a NUL character or a lone surrogate (\\u0000, \\ud800)")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise PayloadError(f"{kind} holds a number too large to store")
 
 
 # --- shapes --------------------------------------------------------------------------------------
@@ -304,7 +322,7 @@ def _text(value: Any, name: str) -> str:
     if not isinstance(value, str):
         raise PayloadError(f"{name} must be text, not a JSON {_json_kind(value)}")
     value = value.strip()
-    if len(value) > MAX_PATH_LENGTH or any(ord(c) < 32 for c in value):
+    if len(value) > MAX_PATH_LENGTH or _CONTROL_TEXT.search(value):
         raise PayloadError(f"{name} is too long or holds control characters")
     return value
 
