@@ -2,8 +2,9 @@ from __future__ import annotations
 
 from django.urls import path
 
-from integrations import webhooks
+from integrations import health, webhooks
 
 urlpatterns = [
     path("webhooks/golioth/<str:token>/", webhooks.golioth_webhook, name="golioth-webhook"),
+    path("healthz", health.healthz, name="healthz"),
 ]

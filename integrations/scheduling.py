@@ -1,0 +1,245 @@
+"""django-q2 glue: the one dispatch schedule, the dispatcher, and the tasks it queues.
+
+What a run does lives in integrations.sync; this module decides *when*, and keeps one integration
+from being queued twice (`queued_at`, claimed with a conditional UPDATE) or run twice (the lease,
+taken by sync.py). Every qcluster on every machine that shares the broker takes these tasks, so a
+fleet of integrations spreads over all workers. Nothing here runs in `ready()`.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+from django_q.models import Schedule
+from django_q.tasks import async_task
+
+from integrations.models import ActivityLog, DeviceIntegration, Heartbeat
+from integrations.sync import skip_reason, sync_integration
+from integrations.webhooks import prune_deliveries
+
+logger = logging.getLogger(__name__)
+
+DISPATCH_FUNC = "integrations.scheduling.dispatch_due_integrations"
+RUN_FUNC = "integrations.scheduling.run_sync_task"
+PRUNE_FUNC = "integrations.scheduling.prune_webhook_deliveries"
+SCHEDULE_NAME = "gsync: dispatch due integrations"
+# The schedule fires on whole minutes; the qcluster scheduler looks at it every 30 s, so each
+# dispatch runs up to ~30 s after its minute. The dispatcher judges due-ness at that minute (the
+# "tick") and stamps it as the queue time, so a 60 s interval runs once every minute and a 300 s
+# one every fifth, however late within its minute each dispatch lands; an extra dispatch in the
+# same minute finds nothing new to do.
+DISPATCH_PERIOD = timedelta(minutes=1)
+# The dispatcher itself must finish well within its period (django-q2 kills it after this).
+DISPATCH_TIMEOUT_SECONDS = 50
+DISPATCH_BEAT = "dispatch"
+PRUNE_BEAT = "prune_deliveries"
+PRUNE_EVERY = timedelta(days=1)
+
+
+# --- the schedule --------------------------------------------------------------------------------
+
+
+def ensure_schedules(*, schedule_model: type[Schedule] | None = None) -> None:
+    """Create or repair the one dispatch schedule; run twice (or by two deploys), still one.
+
+    `schedule_model` lets the data migration pass its historical model.
+    """
+    model = schedule_model or Schedule
+    fields = {
+        "name": SCHEDULE_NAME,
+        "schedule_type": "I",  # Schedule.MINUTES; historical models have no class constants
+        "minutes": 1,
+        "repeats": -1,
+        "args": None,
+        "kwargs": repr({"q_options": {"timeout": DISPATCH_TIMEOUT_SECONDS}}),
+        "cluster": None,
+    }
+    with transaction.atomic():
+        existing = list(model.objects.filter(func=DISPATCH_FUNC).order_by("pk"))
+        if not existing:
+            # On a whole minute (already past, so the first dispatch comes within 30 s).
+            model.objects.create(
+                func=DISPATCH_FUNC, next_run=dispatch_tick(timezone.now()), **fields
+            )
+            return
+        keep, *extra = existing
+        model.objects.filter(pk__in=[s.pk for s in extra]).delete()
+        if keep.next_run is None or keep.next_run != dispatch_tick(keep.next_run):
+            fields["next_run"] = dispatch_tick(keep.next_run or timezone.now())
+        model.objects.filter(pk=keep.pk).update(**fields)
+
+
+# --- the dispatcher ------------------------------------------------------------------------------
+
+
+def dispatch_due_integrations(*, now: datetime | None = None) -> list[int]:
+    """Queue one run per due integration; return their ids. Runs every minute on some worker.
+
+    Due: `syncEnabled`, `active`, inside its time window, its interval elapsed (see
+    `DeviceIntegration.next_due_at`), and not already queued or running.
+    """
+    now = now or timezone.now()
+    tick = dispatch_tick(now)
+    queued = [
+        pk for pk in _due_integration_ids(now=now, tick=tick) if _enqueue(pk, now=now, tick=tick)
+    ]
+    _maybe_prune(now=now)
+    Heartbeat.objects.update_or_create(
+        name=DISPATCH_BEAT, defaults={"beat_at": now, "detail": {"queued": queued}}
+    )
+    if queued:
+        logger.info("dispatch: queued %d integration(s): %s", len(queued), queued)
+    return queued
+
+
+def dispatch_tick(now: datetime) -> datetime:
+    """The whole minute a dispatch at `now` belongs to."""
+    return now.replace(second=0, microsecond=0)
+
+
+def _due_integration_ids(*, now: datetime, tick: datetime) -> list[int]:
+    due = []
+    for integration in DeviceIntegration.objects.filter(_idle(now)).order_by("pk"):
+        reason = skip_reason(integration, now=now)
+        if reason is not None:
+            if reason != integration.last_skip_reason:
+                # Says why in the activity log, once per reason; returns without any I/O.
+                sync_integration(integration, trigger=ActivityLog.Trigger.SCHEDULE, now=now)
+            continue
+        if _died_running(integration) or _interval_elapsed(integration, tick=tick):
+            due.append(integration.pk)
+    return due
+
+
+def _interval_elapsed(integration: DeviceIntegration, *, tick: datetime) -> bool:
+    next_due = integration.next_due_at()
+    return next_due is None or next_due <= tick
+
+
+def _died_running(integration: DeviceIntegration) -> bool:
+    """A run releases its lease (clearing `locked_by`) however it ends; a lease left to expire
+    (we only look at idle integrations) means its worker died: run again now, not an interval
+    later, so the window it left unfinished is read while it is fresh."""
+    return bool(integration.locked_by)
+
+
+def _idle(now: datetime) -> Q:
+    """Neither waiting in the queue nor running: never queue a second copy behind a slow run.
+
+    A queued run that no worker started within GSYNC_QUEUE_STALE_SECONDS (a cluster that died
+    with it, a purged queue) no longer counts, so it cannot block the integration forever.
+    """
+    stale = now - timedelta(seconds=settings.GSYNC_QUEUE_STALE_SECONDS)
+    not_queued = Q(queued_at__isnull=True) | Q(queued_at__lt=stale)
+    not_running = Q(locked_until__isnull=True) | Q(locked_until__lte=now)
+    return not_queued & not_running
+
+
+def _enqueue(
+    pk: int,
+    *,
+    now: datetime,
+    tick: datetime | None = None,
+    trigger: str = "schedule",
+    live: bool = True,
+    **task_kwargs: Any,
+) -> bool:
+    """Claim the integration (one UPDATE that only one caller wins) and queue its run.
+
+    `live`: a run of the live window, from which the interval counts (from `tick`, the dispatch
+    minute, when the dispatcher queues it); a backfill leaves the interval alone.
+    """
+    stamps = {"queued_at": now, "last_queued_at": tick or now} if live else {"queued_at": now}
+    claimed = DeviceIntegration.objects.filter(pk=pk).filter(_idle(now)).update(**stamps)
+    if not claimed:
+        return False
+    try:
+        async_task(
+            RUN_FUNC,
+            pk,
+            trigger,
+            task_name=f"sync-{pk}-{trigger}",
+            group="gsync-sync",
+            **task_kwargs,
+        )
+    except Exception:
+        # The broker refused: release the claim so the next dispatch (or click) tries again.
+        DeviceIntegration.objects.filter(pk=pk, queued_at=now).update(queued_at=None)
+        raise
+    return True
+
+
+# --- the tasks -----------------------------------------------------------------------------------
+
+
+def run_sync_task(
+    integration_id: int,
+    trigger: str = "schedule",
+    *,
+    force: bool = False,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> dict[str, Any]:
+    """One run of one integration, in a worker; returns a summary for django-q2's task record."""
+    # From here on the lease (taken inside sync_integration) keeps a second run out.
+    DeviceIntegration.objects.filter(pk=integration_id).update(queued_at=None)
+    integration = DeviceIntegration.objects.filter(pk=integration_id).first()
+    if integration is None:
+        logger.info("run_sync_task: integration %s no longer exists", integration_id)
+        return {"status": "skipped", "skip_reason": "integration deleted"}
+    outcome = sync_integration(integration, trigger=trigger, force=force, since=since, until=until)
+    return {
+        "status": outcome.status,
+        "skip_reason": outcome.skip_reason,
+        "inserted": outcome.inserted,
+        "duplicates": outcome.duplicates,
+        "error": outcome.error,
+    }
+
+
+def enqueue_sync(integration: DeviceIntegration, *, trigger: str = "admin") -> bool:
+    """ "Sync now": queue a run at once, ignoring interval and time window; False when a run is
+    already queued or running (a burst of clicks queues one)."""
+    return _enqueue(integration.pk, now=timezone.now(), trigger=trigger, force=True)
+
+
+def enqueue_backfill(integration: DeviceIntegration, *, since: datetime, until: datetime) -> bool:
+    """Queue a backfill of [since, until) in a worker; it leaves the live cursor where it is.
+
+    False when a run of the integration is already queued or running: try again after it.
+    """
+    if timezone.is_naive(since) or timezone.is_naive(until):
+        raise ValueError("since and until need a time zone")
+    if since >= until:
+        raise ValueError("the start of a backfill must be before its end")
+    return _enqueue(
+        integration.pk,
+        now=timezone.now(),
+        trigger="admin",
+        live=False,
+        force=True,
+        since=since,
+        until=until,
+    )
+
+
+def prune_webhook_deliveries() -> int:
+    pruned = prune_deliveries(older_than_days=settings.GSYNC_WEBHOOK_RETENTION_DAYS)
+    logger.info("pruned %d webhook deliveries", pruned)
+    return pruned
+
+
+def _maybe_prune(*, now: datetime) -> None:
+    """Queue the daily prune; the conditional UPDATE lets one dispatcher a day win it."""
+    Heartbeat.objects.get_or_create(name=PRUNE_BEAT, defaults={"beat_at": now - PRUNE_EVERY})
+    won = Heartbeat.objects.filter(name=PRUNE_BEAT, beat_at__lte=now - PRUNE_EVERY).update(
+        beat_at=now
+    )
+    if won:
+        async_task(PRUNE_FUNC, task_name="prune-webhook-deliveries", group="gsync-maintenance")
