@@ -9,6 +9,21 @@ Activity: one `webhook_received` entry per integration per minute, its counters 
 each delivery (`api_calls` counts the deliveries received). A fleet pushing every few seconds would
 otherwise write thousands of entries an hour and bury the sync entries staff look for; every
 delivery is still kept, one by one, in `webhook_deliveries`.
+
+What the sender gets back (every answer but HEAD's is JSON):
+  200 {"stored": n, "duplicates": m}  stored, or already stored (legacy non-stream events add
+                                      "ignored": why); HEAD answers 200 for any token
+  202 {..., "rejected": why}          kept but not stored (unknown device while the integration
+                                      does not add devices, another project): a retry would not
+                                      change that, so it is not an error Golioth would resend;
+                                      staff re-process it after a settings change
+  400 {"error": one line}             the body is not a reading (malformed JSON/CBOR, a list...)
+  401 / 404                           wrong or missing secret / unknown token or webhooks off;
+                                      nothing kept but a counter and a log line
+  405                                 any method but POST and HEAD
+  413                                 body over GSYNC_WEBHOOK_MAX_BYTES (kept without its body)
+  415                                 neither JSON nor CBOR
+  500 / 503 + Retry-After             a bug (traceback kept) / the database failed: Golioth retries
 """
 
 from __future__ import annotations
