@@ -21,6 +21,7 @@ import http.client
 import json
 import multiprocessing
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -114,7 +115,14 @@ print(integration.webhook_path)
 """
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def start_server(args: argparse.Namespace, env: dict[str, str]) -> subprocess.Popen:
+    args.port = args.port or free_port()
     server = subprocess.Popen(
         [
             str(BASE / ".venv" / "bin" / "gunicorn"),
@@ -136,7 +144,7 @@ def start_server(args: argparse.Namespace, env: dict[str, str]) -> subprocess.Po
         cwd=BASE,
     )
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and server.poll() is None:
         try:
             conn = http.client.HTTPConnection("127.0.0.1", args.port, timeout=2)
             conn.request("HEAD", env["BENCH_WEBHOOK_PATH"])
@@ -145,17 +153,17 @@ def start_server(args: argparse.Namespace, env: dict[str, str]) -> subprocess.Po
         except OSError:
             time.sleep(0.2)
     server.terminate()
-    raise SystemExit("gunicorn did not start within 30 s")
+    raise SystemExit(f"gunicorn did not start on port {args.port} within 30 s")
 
 
 # --- load ----------------------------------------------------------------------------------------
 
 
-def client_loop(job: tuple) -> tuple[int, int, list[float]]:
+def client_loop(job: tuple) -> tuple[int, int, list[float], str]:
     """One load-generator process: keep-alive requests until the deadline, optionally paced."""
     port, path, client_id, deadline, interval = job
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    latencies, errors, seq = [], 0, 0
+    latencies, errors, seq, sample = [], 0, 0, ""
     next_send = time.perf_counter()
     while True:
         now = time.perf_counter()
@@ -170,15 +178,18 @@ def client_loop(job: tuple) -> tuple[int, int, list[float]]:
         try:
             conn.request("POST", path, body=body, headers=headers)
             response = conn.getresponse()
-            response.read()
+            answer = response.read()
             ok = response.status == 200
-        except (OSError, http.client.HTTPException):
+            if not ok and not sample:
+                sample = f"{response.status} {answer[:200]!r}"
+        except (OSError, http.client.HTTPException) as exc:
+            sample = sample or repr(exc)
             conn.close()
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
             ok = False
         latencies.append((time.perf_counter() - started) * 1000)
         errors += not ok
-    return len(latencies), errors, latencies
+    return len(latencies), errors, latencies, sample
 
 
 def reading(client_id: int, seq: int) -> tuple[bytes, dict[str, str]]:
@@ -210,8 +221,12 @@ def drive(
     with multiprocessing.Pool(clients) as pool:
         results = pool.map(client_loop, jobs)
     elapsed = time.perf_counter() - start
-    latencies = [ms for _, _, lat in results for ms in lat]
-    return Run(name, sum(r[0] for r in results), sum(r[1] for r in results), elapsed, latencies)
+    latencies = [ms for _, _, lat, _ in results for ms in lat]
+    sample = next((r[3] for r in results if r[3]), "")
+    run = Run(name, sum(r[0] for r in results), sum(r[1] for r in results), elapsed, latencies)
+    if sample:
+        print(f"{name}: first error: {sample}", file=sys.stderr)
+    return run
 
 
 # --- main ----------------------------------------------------------------------------------------
@@ -292,7 +307,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=4, help="load-generator processes")
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per run")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of each view")
-    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--port", type=int, default=0, help="default: a free port")
     parser.add_argument("--database", default="gsync_bench_webhook")
     parser.add_argument("--pg-host", default="127.0.0.1")
     parser.add_argument("--pg-port", type=int, default=5432)

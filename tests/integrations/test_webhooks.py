@@ -229,7 +229,7 @@ def test_webhook_few_queries_for_a_known_device(
     make_device(hooked, DEVICE, status="online", last_seen=recent(-60))
     post(client, hooked, {"warm": "up"}, headers=ce_headers(time=recent(-10)))
 
-    with django_assert_max_num_queries(13):
+    with django_assert_max_num_queries(12):
         response = post(client, hooked, {"temp": 2}, headers=ce_headers(time=recent()))
 
     assert response.json() == {"stored": 1, "duplicates": 0}
