@@ -9,6 +9,7 @@ safe. Every run is one activity entry, written when it starts and completed when
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -30,7 +31,7 @@ from integrations.golioth.payloads import StreamReading
 from integrations.lease import Lease
 from integrations.models import ActivityLog, DeviceIntegration
 from integrations.sync_settings import SettingsError, SyncSettings
-from telemetry.ingest import Reading, count_new_readings, ingest_readings
+from telemetry.ingest import IngestResult, Reading, count_new_readings, ingest_readings
 
 __all__ = [
     "SyncOutcome",
@@ -170,6 +171,13 @@ def _begin(run: _Run, *, trigger: str) -> bool:
     run.lease = Lease(run.integration.pk)
     if not run.lease.acquire():
         return False
+    # Holding the lease, no other run of this integration is alive: a run still `started` died.
+    ActivityLog.objects.abandon_started(
+        run.integration,
+        activity_types=[ActivityLog.ActivityType.SYNC_IMPORT, ActivityLog.ActivityType.BACKFILL],
+        reason="This run stopped without finishing (its worker died); a later run re-read its "
+        "window.",
+    )
     backfill = run.source == "backfill"
     run.activity = run.outcome.activity = ActivityLog.objects.start(
         run.integration,
@@ -239,16 +247,25 @@ def _pull(run: _Run, client: GoliothClient) -> None:
         on_page=lambda: _renew(run.lease),
     )
     run.outcome.devices = len(run.scope.devices)
-    for page in _stream_pages(run, client):
-        _ingest_page(run, page)
-        _renew(run.lease)
-        run.pages += 1
-        if run.progress:
-            run.progress(
-                SyncProgress(run.pages, None, run.outcome.fetched, time.monotonic() - run.started)
-            )
-    if not run.dry_run:
+    pages = _reading_pages(run, _stream_pages(run, client))
+    if run.dry_run:
+        result = IngestResult()
+        for readings in pages:
+            result += count_new_readings(readings, integration_id=run.integration.pk)
+    else:
+        # One stream across pages: ingest commits it in batches of many pages (far cheaper per
+        # reading than a transaction per page), and only one batch is ever held in memory.
+        result = ingest_readings(
+            itertools.chain.from_iterable(pages),
+            integration_id=run.integration.pk,
+            source=run.source,
+            activity_id=run.activity.pk,
+            time_tolerance=timedelta(seconds=run.settings.time_tolerance_seconds),
+        )
         refresh_statuses(run.integration, sync_settings=run.settings, now=run.now)
+    outcome = run.outcome
+    outcome.inserted, outcome.duplicates = result.inserted, result.duplicates
+    outcome.corrected, outcome.rejected = result.corrected, result.rejected
 
 
 def _renew(lease: Lease | None) -> None:
@@ -274,33 +291,27 @@ def _stream_pages(run: _Run, client: GoliothClient) -> Iterator[list[StreamReadi
     )
 
 
-def _ingest_page(run: _Run, page: list[StreamReading]) -> None:
-    outcome, scope = run.outcome, run.scope
-    outcome.fetched += len(page)
-    if scope.restricted:
-        page = [r for r in page if r.device_external_id in scope.devices]
-    elif not run.dry_run:
-        ensure_devices(run.integration, scope, {r.device_external_id for r in page})
-    readings = [
-        Reading(
-            scope.devices.get(r.device_external_id, 0), r.device_external_id, r.timestamp, r.payload
-        )
-        for r in page
-    ]
-    if run.dry_run:
-        result = count_new_readings(readings, integration_id=run.integration.pk)
-    else:
-        result = ingest_readings(
-            readings,
-            integration_id=run.integration.pk,
-            source=run.source,
-            activity_id=run.activity.pk,
-            time_tolerance=timedelta(seconds=run.settings.time_tolerance_seconds),
-        )
-    outcome.inserted += result.inserted
-    outcome.duplicates += result.duplicates
-    outcome.corrected += result.corrected
-    outcome.rejected += result.rejected
+def _reading_pages(run: _Run, pages: Iterator[list[StreamReading]]) -> Iterator[list[Reading]]:
+    """Each page as Readings of the run's devices; between pages, renew the lease and report."""
+    scope = run.scope
+    for page in pages:
+        run.outcome.fetched += len(page)
+        if scope.restricted:
+            page = [r for r in page if r.device_external_id in scope.devices]
+        elif not run.dry_run:
+            ensure_devices(run.integration, scope, {r.device_external_id for r in page})
+        devices = scope.devices
+        yield [
+            Reading(
+                devices.get(r.device_external_id, 0), r.device_external_id, r.timestamp, r.payload
+            )
+            for r in page
+        ]
+        _renew(run.lease)
+        run.pages += 1
+        if run.progress:
+            elapsed = time.monotonic() - run.started
+            run.progress(SyncProgress(run.pages, None, run.outcome.fetched, elapsed))
 
 
 def _count_calls(run: _Run, client: GoliothClient | None) -> None:

@@ -78,7 +78,12 @@ def canonical_json(payload: Any) -> bytes:
 
 
 def payload_digest(payload: Any) -> str:
-    return hashlib.sha256(canonical_json(payload)).hexdigest()
+    return canonical_digest(canonical_json(payload))
+
+
+def canonical_digest(document: bytes) -> str:
+    """`payload_digest` of a payload whose canonical_json is at hand (ingest encodes it once)."""
+    return hashlib.sha256(document).hexdigest()
 
 
 def dedup_key(
@@ -88,8 +93,20 @@ def dedup_key(
 
     The stream path is deliberately not part of the key: the stream query does not return it.
     """
+    return dedup_key_for_digest(
+        integration_id=integration_id,
+        device_external_id=device_external_id,
+        timestamp=timestamp,
+        digest=payload_digest(payload),
+    )
+
+
+def dedup_key_for_digest(
+    *, integration_id: int, device_external_id: str, timestamp: datetime, digest: str
+) -> uuid.UUID:
+    """`dedup_key` from the payload's digest (`payload_digest`), for callers that have it."""
     micros = _epoch_micros(timestamp)
-    material = f"{integration_id}\x1f{device_external_id}\x1f{micros}\x1f{payload_digest(payload)}"
+    material = f"{integration_id}\x1f{device_external_id}\x1f{micros}\x1f{digest}"
     return uuid.UUID(bytes=hashlib.sha256(material.encode()).digest()[:16])
 
 

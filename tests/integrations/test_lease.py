@@ -12,6 +12,7 @@ from django.utils import timezone
 from integrations.lease import Lease, LeaseLostError
 from integrations.models import ActivityLog, DeviceIntegration
 from integrations.sync import sync_integration
+from telemetry.ingest import BATCH_SIZE
 from telemetry.models import TelemetryRecord
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
@@ -89,25 +90,42 @@ def test_sync_takes_over_the_expired_lease_of_a_dead_worker(golioth, seeded):
     assert (seeded.locked_by, seeded.locked_until) == ("", None)
 
 
-def test_sync_interrupted_mid_run_converges_on_the_next_run(golioth, seeded):
-    pages = []
+def test_sync_killed_mid_run_keeps_whole_batches_and_converges(golioth, golioth_integration):
+    per_device = (2 * BATCH_SIZE + 300) // 100
+    golioth.seed_fleet(
+        100,
+        per_device,
+        start=NOW - timedelta(hours=1),
+        end=NOW - timedelta(minutes=5),
+        never_connected=0,
+    )
+    golioth_integration.settings = {"maxRequestsPerSecond": 1000, "settleSeconds": 0}
+    golioth_integration.save()
+    total = len(golioth.readings())
+    kill_after = BATCH_SIZE // 100 + 3  # pages: one batch committed, the next one under way
 
-    def die_after_two_pages(progress) -> None:
-        pages.append(progress)
-        if len(pages) == 2:
+    def die(progress) -> None:
+        if progress.pages_done == kill_after:
             raise KeyboardInterrupt  # the worker is killed: no cleanup runs
 
     with pytest.raises(KeyboardInterrupt):
-        sync_integration(seeded, now=NOW, progress=die_after_two_pages)
-    assert TelemetryRecord.objects.count() == 200
-    DeviceIntegration.objects.filter(pk=seeded.pk).update(
+        sync_integration(golioth_integration, now=NOW, since=NOW - timedelta(hours=2), progress=die)
+    assert TelemetryRecord.objects.count() == BATCH_SIZE
+    DeviceIntegration.objects.filter(pk=golioth_integration.pk).update(
         locked_until=timezone.now() - timedelta(seconds=1)
     )  # its lease has run out
 
-    outcome = sync_integration(seeded, now=NOW)
+    outcome = sync_integration(golioth_integration, now=NOW, since=NOW - timedelta(hours=2))
 
-    assert (outcome.status, outcome.inserted, outcome.duplicates) == ("success", 90, 200)
-    assert TelemetryRecord.objects.count() == 290
+    assert (outcome.status, outcome.inserted, outcome.duplicates) == (
+        "success",
+        total - BATCH_SIZE,
+        BATCH_SIZE,
+    )
+    assert TelemetryRecord.objects.count() == total
+    dead, finished = ActivityLog.objects.order_by("id")
+    assert (dead.status, finished.status) == ("failed", "success")
+    assert dead.error_message.startswith("This run stopped without finishing")
 
 
 def test_lease_renewal_keeps_it_and_notices_a_takeover(integration):
