@@ -1,0 +1,347 @@
+"""Admin for integrations, the activity log and webhook deliveries: staff only, Django's
+per-model permissions.
+
+Thin adapters: editing goes through integrations.forms.IntegrationForm, the change entry through
+integrations.settings_changes, re-processing through integrations.webhooks.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import cbor2
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+from django.utils.text import Truncator
+
+from integrations import webhooks
+from integrations.admin_display import (
+    BODY_DISPLAY_LIMIT,
+    BigTableAdmin,
+    format_duration,
+    pretty_json,
+)
+from integrations.forms import IntegrationForm
+from integrations.models import ActivityLog, DeviceIntegration, WebhookDelivery
+from integrations.settings_changes import log_settings_change
+from integrations.sync_settings import SettingsError, SyncSettings
+
+SYNC_STATE_FIELDS = [
+    "last_sync_at",
+    "last_sync_status",
+    "sync_error",
+    "sync_cursor",
+    "consecutive_failures",
+    "locked_until",
+    "locked_by",
+    "queued_at",
+    "last_skip_reason",
+    "next_due",
+]
+CONNECTION_FIELDS = ["name", "status", "project_id", "base_url", "api_key"]
+SYNC_FIELDS = [
+    "sync_enabled",
+    "sync_interval_seconds",
+    "overlap_seconds",
+    "settle_seconds",
+    "max_requests_per_second",
+    "backfill_from",
+    "max_consecutive_failures",
+    "time_tolerance_seconds",
+    "offline_after_minutes",
+]
+WINDOW_FIELDS = ["window_enabled", ("window_start", "window_end"), "window_timezone", "window_days"]
+FILTER_FIELDS = [
+    ("filter_tags", "filter_tag_match"),
+    "filter_device_ids",
+    "filter_name_pattern",
+    "filter_cohort_ids",
+    "filter_blueprint_ids",
+    "filter_enabled_only",
+    "filter_reported_within_hours",
+]
+WEBHOOK_FIELDS = [
+    "webhook_enabled",
+    "webhook_creates_devices",
+    "payloads_nested_under_path",
+    "generate_webhook_secret",
+]
+# Header names shown redacted even if a stored delivery somehow kept one (defense in depth).
+SECRET_HEADER_WORDS = ("authorization", "api-key", "apikey", "cookie", "secret", "token", "auth")
+
+
+def _sync_settings(integration: DeviceIntegration) -> SyncSettings | None:
+    try:
+        return integration.sync_settings
+    except SettingsError:
+        return None
+
+
+@admin.register(DeviceIntegration)
+class DeviceIntegrationAdmin(admin.ModelAdmin):
+    form = IntegrationForm
+    list_display = [
+        "name",
+        "status",
+        "project_id",
+        "sync_enabled",
+        "sync_interval",
+        "last_sync_at",
+        "last_sync_status",
+        "webhook_enabled",
+    ]
+    list_filter = ["status", "webhook_enabled"]
+    search_fields = ["name", "project_id"]
+    # A plain list: other modules append their actions (Sync now, Test connection, ...).
+    actions: list[Any] = []
+    readonly_fields = [
+        "webhook_url_display",
+        "pipeline_display",
+        "webhook_rejected_count",
+        *SYNC_STATE_FIELDS,
+    ]
+
+    def get_fieldsets(self, request: HttpRequest, obj: DeviceIntegration | None = None) -> list:
+        webhook = WEBHOOK_FIELDS
+        if obj is not None:
+            webhook = [
+                "webhook_url_display",
+                *WEBHOOK_FIELDS,
+                "remove_webhook_secrets",
+                "webhook_rejected_count",
+                "pipeline_display",
+            ]
+        fieldsets = [
+            ("Connection", {"fields": CONNECTION_FIELDS}),
+            ("Sync", {"fields": SYNC_FIELDS}),
+            (
+                "Time window",
+                {
+                    "fields": WINDOW_FIELDS,
+                    "description": "Outside the window the scheduled pull does not run, in the "
+                    "window's own time zone. Webhooks are accepted at any time.",
+                },
+            ),
+            (
+                "Device filter",
+                {
+                    "fields": FILTER_FIELDS,
+                    "description": "Which devices the pull reads. All blank: every device.",
+                },
+            ),
+            ("Webhook", {"fields": webhook}),
+        ]
+        if obj is not None:
+            fieldsets.append(("Sync state", {"fields": SYNC_STATE_FIELDS}))
+        return fieldsets
+
+    def save_model(
+        self, request: HttpRequest, obj: DeviceIntegration, form: IntegrationForm, change: bool
+    ) -> None:
+        super().save_model(request, obj, form, change)
+        log_settings_change(obj, before=form.before, trigger=ActivityLog.Trigger.ADMIN)
+        if form.generated_secret:
+            self.message_user(
+                request,
+                format_html(
+                    "New webhook secret, shown only this once: <code>{}</code> Store it in "
+                    "Golioth now (Project settings &gt; Secrets).",
+                    form.generated_secret,
+                ),
+                messages.SUCCESS,
+            )
+
+    @admin.display(boolean=True, description="Sync enabled")
+    def sync_enabled(self, obj: DeviceIntegration) -> bool | None:
+        settings = _sync_settings(obj)
+        return settings.sync_enabled if settings else None
+
+    @admin.display(description="Interval")
+    def sync_interval(self, obj: DeviceIntegration) -> str:
+        settings = _sync_settings(obj)
+        if settings is None:
+            return "invalid settings"
+        seconds = settings.sync_interval_seconds
+        return f"{seconds // 60} min" if seconds % 60 == 0 else f"{seconds} s"
+
+    @admin.display(description="Webhook URL")
+    def webhook_url_display(self, obj: DeviceIntegration) -> SafeString:
+        return format_html(
+            '<input type="text" readonly value="{}" size="90" aria-label="Webhook URL">'
+            '<div class="help">Golioth pipelines POST readings here.</div>',
+            obj.webhook_url,
+        )
+
+    @admin.display(description="Golioth pipeline")
+    def pipeline_display(self, obj: DeviceIntegration) -> SafeString | str:
+        # Resolved at call time: integrations.webhooks owns the pipeline text.
+        pipeline_yaml = getattr(webhooks, "pipeline_yaml", None)
+        if pipeline_yaml is None:
+            return "-"
+        return format_html('<pre class="gsync-pipeline">{}</pre>', pipeline_yaml(obj))
+
+    @admin.display(description="Next due")
+    def next_due(self, obj: DeviceIntegration) -> Any:
+        return obj.next_due_at() or "At the next dispatch"
+
+
+@admin.register(ActivityLog)
+class ActivityLogAdmin(BigTableAdmin):
+    list_display = [
+        "started_at",
+        "integration",
+        "activity_type",
+        "status",
+        "trigger",
+        "devices_seen",
+        "readings_fetched",
+        "readings_inserted",
+        "readings_duplicate",
+        "api_calls",
+        "retries",
+        "duration",
+        "short_message",
+    ]
+    list_filter = [
+        "integration",
+        "activity_type",
+        "status",
+        "trigger",
+        ("started_at", admin.DateFieldListFilter),
+    ]
+    search_fields = ["message", "error_message"]
+    date_hierarchy = "started_at"
+    list_select_related = ["integration"]
+    sortable_by = ["started_at"]
+    fieldsets = [
+        (
+            None,
+            {
+                "fields": [
+                    "integration",
+                    ("activity_type", "status"),
+                    ("trigger", "direction"),
+                    ("started_at", "completed_at", "duration"),
+                ]
+            },
+        ),
+        ("Message", {"fields": ["message", "error_message"]}),
+        (
+            "Counts",
+            {
+                "fields": [
+                    "devices_seen",
+                    "readings_fetched",
+                    "readings_inserted",
+                    "readings_duplicate",
+                    "api_calls",
+                    "retries",
+                ]
+            },
+        ),
+        ("Window synced", {"fields": [("window_start", "window_end")]}),
+        ("Details", {"fields": ["metadata_display"]}),
+    ]
+    readonly_fields = ["duration", "metadata_display"]
+
+    @admin.display(description="Duration", ordering="response_time_ms")
+    def duration(self, obj: ActivityLog) -> str:
+        return format_duration(obj.response_time_ms)
+
+    @admin.display(description="Message")
+    def short_message(self, obj: ActivityLog) -> str:
+        return Truncator(obj.error_message or obj.message).chars(80)
+
+    @admin.display(description="Metadata")
+    def metadata_display(self, obj: ActivityLog) -> SafeString:
+        return pretty_json(obj.metadata)
+
+
+def redact_for_display(headers: dict[str, Any]) -> dict[str, Any]:
+    return {
+        name: "[redacted]" if any(word in name.lower() for word in SECRET_HEADER_WORDS) else value
+        for name, value in (headers or {}).items()
+    }
+
+
+def body_for_display(body: bytes, *, content_type: str) -> SafeString:
+    """JSON pretty-printed (CBOR decoded), else text, else hex; at most BODY_DISPLAY_LIMIT bytes."""
+    note = ""
+    if len(body) > BODY_DISPLAY_LIMIT:
+        note = f"First {BODY_DISPLAY_LIMIT:,} of {len(body):,} bytes.\n"
+    shown = body[:BODY_DISPLAY_LIMIT]
+    try:
+        if "cbor" in content_type.lower() and not note:
+            return pretty_json(cbor2.loads(shown))
+        text = shown.decode("utf-8")
+    except (cbor2.CBORDecodeError, UnicodeDecodeError, ValueError):
+        return format_html('<pre class="gsync-body">{}(not text; hex)\n{}</pre>', note, shown.hex())
+    try:
+        return pretty_json(json.loads(text)) if not note else _text_block(note, text)
+    except ValueError:
+        return _text_block(note, text)
+
+
+def _text_block(note: str, text: str) -> SafeString:
+    return format_html('<pre class="gsync-body">{}{}</pre>', note, text)
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(BigTableAdmin):
+    list_display = ["received_at", "integration", "outcome", "readings_stored", "short_error"]
+    list_filter = ["outcome", "integration"]
+    list_select_related = ["integration"]
+    date_hierarchy = "received_at"
+    sortable_by = ["received_at"]
+    actions = ["reprocess"]
+    fieldsets = [
+        (
+            None,
+            {
+                "fields": [
+                    "integration",
+                    ("received_at", "processed_at", "attempts"),
+                    "outcome",
+                    ("readings_stored", "readings_duplicate"),
+                    ("content_type", "remote_addr"),
+                ]
+            },
+        ),
+        ("Request", {"fields": ["headers_display", "body_display"]}),
+        ("Error", {"fields": ["error", "traceback_display"]}),
+    ]
+    readonly_fields = ["headers_display", "body_display", "traceback_display"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[WebhookDelivery]:
+        # Bodies are up to 256 KiB each: never load them for a list.
+        return super().get_queryset(request).defer("body", "traceback")
+
+    @admin.action(description="Re-process selected deliveries", permissions=["reprocess"])
+    def reprocess(self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]) -> None:
+        deliveries = queryset.defer(None).select_related("integration").order_by("received_at")
+        result = webhooks.reprocess_deliveries(deliveries)
+        level = messages.WARNING if getattr(result, "failed", 0) else messages.SUCCESS
+        self.message_user(request, result.describe(), level)
+
+    def has_reprocess_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("integrations.change_webhookdelivery")
+
+    @admin.display(description="Error")
+    def short_error(self, obj: WebhookDelivery) -> str:
+        return Truncator(obj.error).chars(100)
+
+    @admin.display(description="Headers (secrets redacted)")
+    def headers_display(self, obj: WebhookDelivery) -> SafeString:
+        return pretty_json(redact_for_display(obj.headers))
+
+    @admin.display(description="Body")
+    def body_display(self, obj: WebhookDelivery) -> SafeString:
+        return body_for_display(bytes(obj.body or b""), content_type=obj.content_type)
+
+    @admin.display(description="Traceback")
+    def traceback_display(self, obj: WebhookDelivery) -> SafeString | str:
+        return format_html("<pre>{}</pre>", obj.traceback) if obj.traceback else "-"

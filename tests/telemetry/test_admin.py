@@ -1,0 +1,215 @@
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from integrations.admin_display import CappedCountPaginator
+from telemetry.models import Device, TelemetryRecord
+
+DEVICES_URL = "/admin/telemetry/device/"
+READINGS_URL = "/admin/telemetry/telemetryrecord/"
+START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def add_readings(device: Device, n: int, *, start: datetime = START, **fields) -> None:
+    TelemetryRecord.objects.bulk_create(
+        TelemetryRecord(
+            device=device,
+            integration_id=device.integration_id,
+            path=fields.get("path", "sensor"),
+            telemetry={"temp": 20 + i, "seq": i},
+            device_timestamp=start + timedelta(minutes=i),
+            source=fields.get("source", "sync"),
+            dedup_key=uuid.uuid4(),
+        )
+        for i in range(n)
+    )
+
+
+def get(client, url: str) -> tuple[str, list[str]]:
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(url)
+    assert response.status_code == 200
+    return response.content.decode(), [q["sql"] for q in queries]
+
+
+@pytest.fixture
+def fleet(make_integration, make_device) -> list[Device]:
+    integration = make_integration("fleet")
+    return [
+        make_device(
+            integration,
+            "686d5da09c3ca8d766c1672b",
+            name="weather-berlin",
+            hardware_ids=["20250708180416-c252400001"],
+            tag_ids=["outdoor", "v2"],
+            status="online",
+            last_seen=START,
+            firmware_version="1.2.5",
+        ),
+        make_device(
+            integration,
+            "686d5da09c3ca8d766c16799",
+            name="pump-hamburg",
+            hardware_ids=["HW-PUMP-77"],
+            status="offline",
+            firmware_version="1.1.0",
+        ),
+        make_device(integration, "686d5da09c3ca8d766c16700", name="spare", status="never"),
+    ]
+
+
+# --- devices ------------------------------------------------------------------------------------
+
+
+def test_device_changelist_shows_status_firmware_and_tags(admin_client, fleet):
+    page, _ = get(admin_client, DEVICES_URL)
+
+    assert "weather-berlin" in page and "686d5da09c3ca8d766c1672b" in page
+    assert "1.2.5" in page and "outdoor, v2" in page
+    assert "Online" in page and "Never connected" in page
+
+
+@pytest.mark.parametrize(
+    ("term", "found"),
+    [
+        ("weather", "weather-berlin"),
+        ("686d5da09c3ca8d766c16799", "pump-hamburg"),
+        ("c252400001", "weather-berlin"),  # part of a hardware id
+        ("hw-pump", "pump-hamburg"),  # hardware ids, any case
+    ],
+)
+def test_device_search_by_name_golioth_id_and_hardware_id(admin_client, fleet, term, found):
+    response = admin_client.get(DEVICES_URL, {"q": term})
+
+    names = [str(device) for device in response.context["cl"].result_list]
+    assert names == [found]
+
+
+def test_device_filter_by_status_and_firmware(admin_client, fleet):
+    by_status = admin_client.get(DEVICES_URL, {"status__exact": "offline"})
+    by_firmware = admin_client.get(DEVICES_URL, {"firmware_version": "1.2.5"})
+
+    assert [str(d) for d in by_status.context["cl"].result_list] == ["pump-hamburg"]
+    assert [str(d) for d in by_firmware.context["cl"].result_list] == ["weather-berlin"]
+
+
+def test_device_page_shows_latest_readings(admin_client, fleet):
+    device = fleet[0]
+    add_readings(device, 25)
+
+    page, _ = get(admin_client, f"{DEVICES_URL}{device.pk}/change/")
+
+    assert "&quot;seq&quot;: 24" in page  # the newest
+    assert "&quot;seq&quot;: 5," in page  # the 20th newest
+    assert "&quot;seq&quot;: 4," not in page
+    assert f"{READINGS_URL}?device={device.pk}" in page
+    assert 'name="_save"' not in page  # read-only: it all comes from Golioth
+
+
+def test_device_cannot_be_added_by_hand(admin_client, fleet):
+    assert admin_client.get(f"{DEVICES_URL}add/").status_code == 403
+
+
+def test_device_changelist_queries_do_not_grow(admin_client, make_integration, make_device):
+    integrations = [make_integration(f"fleet-{i}") for i in range(3)]
+    for i in range(5):
+        make_device(integrations[i % 3], f"d{i}", firmware_version=f"1.{i}")
+    _, small = get(admin_client, DEVICES_URL)
+    for i in range(5, 30):
+        make_device(integrations[i % 3], f"d{i}", firmware_version=f"1.{i}")
+
+    _, large = get(admin_client, DEVICES_URL)
+
+    assert len(large) == len(small)
+
+
+# --- telemetry ----------------------------------------------------------------------------------
+
+
+def test_telemetry_changelist_queries_do_not_grow(admin_client, fleet):
+    add_readings(fleet[0], 3)
+    add_readings(fleet[1], 2)
+    _, small = get(admin_client, READINGS_URL)
+    add_readings(fleet[2], 25, start=START + timedelta(days=1))
+
+    _, large = get(admin_client, READINGS_URL)
+
+    assert len(large) == len(small)
+
+
+def test_telemetry_changelist_filters_by_device_from_its_page(admin_client, fleet):
+    add_readings(fleet[0], 3)
+    add_readings(fleet[1], 4)
+
+    response = admin_client.get(READINGS_URL, {"device": fleet[1].pk})
+
+    assert {r.device_id for r in response.context["cl"].result_list} == {fleet[1].pk}
+    assert "pump-hamburg" in response.content.decode()  # the filter names the chosen device
+
+
+def test_telemetry_search_by_golioth_device_id(admin_client, fleet):
+    add_readings(fleet[0], 3)
+    add_readings(fleet[1], 4)
+
+    response = admin_client.get(READINGS_URL, {"q": fleet[0].external_id})
+
+    assert len(response.context["cl"].result_list) == 3
+
+
+def test_telemetry_filter_by_source(admin_client, fleet):
+    add_readings(fleet[0], 3, source="webhook")
+    add_readings(fleet[1], 4, source="sync")
+
+    response = admin_client.get(READINGS_URL, {"source__exact": "webhook"})
+
+    assert len(response.context["cl"].result_list) == 3
+
+
+def test_telemetry_changelist_never_counts_the_whole_table(admin_client, fleet, monkeypatch):
+    monkeypatch.setattr(CappedCountPaginator, "cap", 5)
+    add_readings(fleet[0], 12)
+
+    page, queries = get(admin_client, READINGS_URL)
+
+    counts = [sql for sql in queries if "COUNT(" in sql.upper()]
+    assert counts and all("LIMIT" in sql.upper() for sql in counts)
+    assert "5+ telemetry readings" in re.sub(r"\s+", " ", page)
+
+
+def test_telemetry_small_result_shows_exact_count(admin_client, fleet):
+    add_readings(fleet[0], 3)
+
+    page, _ = get(admin_client, READINGS_URL)
+
+    assert "3 telemetry readings" in re.sub(r"\s+", " ", page)
+
+
+def test_telemetry_date_drilldown_without_distinct_dates(admin_client, fleet):
+    add_readings(fleet[0], 2, start=datetime(2025, 12, 31, 23, 0, tzinfo=UTC))
+    add_readings(fleet[0], 2, start=datetime(2026, 1, 15, 8, 0, tzinfo=UTC))
+    add_readings(fleet[0], 2, start=datetime(2026, 2, 10, 8, 0, tzinfo=UTC))
+
+    page, queries = get(admin_client, READINGS_URL)
+    months, _ = get(admin_client, f"{READINGS_URL}?device_timestamp__year=2026")
+
+    assert not [sql for sql in queries if "DISTINCT" in sql.upper()]
+    assert "?device_timestamp__year=2025" in page and "?device_timestamp__year=2026" in page
+    assert "device_timestamp__month=1&" in months and "device_timestamp__month=2&" in months
+    assert "device_timestamp__month=3&" not in months
+
+
+def test_telemetry_detail_pretty_prints_and_is_read_only(admin_client, fleet):
+    add_readings(fleet[0], 1)
+    reading = TelemetryRecord.objects.get()
+
+    page, _ = get(admin_client, f"{READINGS_URL}{reading.pk}/change/")
+
+    assert "&quot;temp&quot;: 20" in page
+    assert 'name="_save"' not in page
+    assert admin_client.get(f"{READINGS_URL}add/").status_code == 403
