@@ -31,7 +31,13 @@ from integrations.golioth.payloads import StreamReading
 from integrations.lease import Lease
 from integrations.models import ActivityLog, DeviceIntegration
 from integrations.sync_settings import SettingsError, SyncSettings
-from telemetry.ingest import IngestResult, Reading, count_new_readings, ingest_readings
+from telemetry.ingest import (
+    BATCH_SIZE,
+    IngestResult,
+    Reading,
+    count_new_readings,
+    ingest_readings,
+)
 
 __all__ = [
     "SyncOutcome",
@@ -47,6 +53,8 @@ logger = logging.getLogger(__name__)
 # A filter naming this many devices or fewer is fetched per device: one call each beats paging
 # the whole project's stream.
 PER_DEVICE_LIMIT = 5
+# Readings per ingest transaction: many pages each (see telemetry.ingest.BATCH_SIZE).
+INGEST_BATCH_SIZE = BATCH_SIZE
 
 Status = ActivityLog.Status
 
@@ -261,6 +269,7 @@ def _pull(run: _Run, client: GoliothClient) -> None:
             source=run.source,
             activity_id=run.activity.pk,
             time_tolerance=timedelta(seconds=run.settings.time_tolerance_seconds),
+            batch_size=INGEST_BATCH_SIZE,
         )
         refresh_statuses(run.integration, sync_settings=run.settings, now=run.now)
     outcome = run.outcome

@@ -9,13 +9,14 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
+from integrations import sync
 from integrations.lease import Lease, LeaseLostError
 from integrations.models import ActivityLog, DeviceIntegration
 from integrations.sync import sync_integration
-from telemetry.ingest import BATCH_SIZE
 from telemetry.models import TelemetryRecord
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+BATCH_SIZE = 500  # readings per ingest transaction in the killed-run test
 
 
 @pytest.fixture
@@ -90,7 +91,10 @@ def test_sync_takes_over_the_expired_lease_of_a_dead_worker(golioth, seeded):
     assert (seeded.locked_by, seeded.locked_until) == ("", None)
 
 
-def test_sync_killed_mid_run_keeps_whole_batches_and_converges(golioth, golioth_integration):
+def test_sync_killed_mid_run_keeps_whole_batches_and_converges(
+    golioth, golioth_integration, monkeypatch
+):
+    monkeypatch.setattr(sync, "INGEST_BATCH_SIZE", BATCH_SIZE)
     per_device = (2 * BATCH_SIZE + 300) // 100
     golioth.seed_fleet(
         100,
