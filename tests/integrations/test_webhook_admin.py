@@ -1,0 +1,108 @@
+"""The push path as staff see it in the admin: re-process action, pipeline YAML, no secrets."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+from django.contrib import admin
+from django.contrib.auth.models import User
+from django.test import RequestFactory
+from django.urls import reverse
+from django.utils import timezone
+
+from integrations.models import DeviceIntegration, WebhookDelivery
+from telemetry.models import TelemetryRecord
+
+SECRET = "whsec-admin-0123456789-zyxw"
+DEVICE = "686d5da09c3ca8d766c1672b"
+
+
+@pytest.fixture
+def strict(make_integration) -> DeviceIntegration:
+    integration = make_integration(
+        "strict", webhook_enabled=True, settings={"webhookCreatesDevices": False}
+    )
+    integration.add_webhook_secret(SECRET)
+    integration.save()
+    return integration
+
+
+def push(client, integration, data):
+    headers = {
+        "Authorization": SECRET,
+        "X-Gsync-Secret": SECRET,
+        "Ce-Source": DEVICE,
+        "Ce-Subject": integration.project_id,
+        "Ce-Type": "io.golioth.data.v1/.s/sensor",
+        "Ce-Time": (timezone.now() - timedelta(seconds=5)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+    }
+    body = data if isinstance(data, bytes) else json.dumps(data)
+    return client.post(
+        integration.webhook_path, body, content_type="application/json",
+        headers=headers,
+    )  # fmt: skip
+
+
+def test_webhook_admin_reprocess_action_is_registered():
+    model_admin = admin.site._registry[WebhookDelivery]
+    assert "reprocess" in model_admin.get_actions(_staff_request())
+
+
+def test_webhook_admin_reprocess_action_stores_a_rejected_delivery(client, admin_client, strict):
+    push(client, strict, {"temp": 1})
+    delivery = WebhookDelivery.objects.get()
+    assert delivery.outcome == "rejected"
+    strict.settings = {**strict.settings, "webhookCreatesDevices": True}
+    strict.save()
+
+    response = admin_client.post(
+        reverse("admin:integrations_webhookdelivery_changelist"),
+        {"action": "reprocess", "_selected_action": [delivery.pk]},
+        follow=True,
+    )
+
+    assert response.status_code == 200
+    assert "Re-processed 1 deliveries: 1 processed" in response.content.decode()
+    delivery.refresh_from_db()
+    assert delivery.outcome == "processed"
+    assert TelemetryRecord.objects.count() == 1
+
+
+def test_webhook_admin_pages_never_show_a_secret(client, admin_client, strict):
+    push(client, strict, {"temp": 1})
+    push(client, strict, b"{broken")
+    pages = [
+        reverse("admin:integrations_deviceintegration_change", args=[strict.pk]),
+        reverse("admin:integrations_webhookdelivery_changelist"),
+        *(
+            reverse("admin:integrations_webhookdelivery_change", args=[pk])
+            for pk in WebhookDelivery.objects.values_list("pk", flat=True)
+        ),
+        reverse("admin:integrations_activitylog_changelist"),
+    ]
+
+    for page in pages:
+        response = admin_client.get(page)
+        assert response.status_code == 200, page
+        assert SECRET not in response.content.decode(), page
+
+
+def test_webhook_admin_integration_page_shows_the_pipeline(admin_client, strict, settings):
+    settings.GSYNC_PUBLIC_URL = "https://gsync.example.com"
+
+    response = admin_client.get(
+        reverse("admin:integrations_deviceintegration_change", args=[strict.pk])
+    )
+
+    html = response.content.decode()
+    assert f"url: https://gsync.example.com/webhooks/golioth/{strict.webhook_token}/" in html
+    assert "Authorization: $GSYNC_WEBHOOK_TOKEN" in html
+    assert "type: inject-metadata" in html
+
+
+def _staff_request():
+    request = RequestFactory().get("/admin/")
+    request.user = User(is_staff=True, is_superuser=True)
+    return request
