@@ -135,7 +135,8 @@ def sync_integration(
     move_cursor: bool = True,
     now: datetime | None = None,
 ) -> SyncOutcome:
-    """One pull of one integration; never raises for Golioth or data problems (see the outcome).
+    """One pull of one integration; never raises for Golioth or data problems (see the outcome),
+    only ValueError for an empty backfill window.
 
     `since`/`until` make it a backfill, which never moves the live cursor; so do `device_ids`
     (part of the fleet only), `move_cursor=False` and `dry_run` (fetch and count, write nothing).
@@ -162,13 +163,14 @@ def sync_integration(
         start=start,
         end=end,
         source="backfill" if since else "sync",
-        outcome=SyncOutcome(integration.pk, Status.STARTED, window_start=start, window_end=end),
+        outcome=SyncOutcome(
+            integration.pk, Status.STARTED, window_start=start, window_end=end, dry_run=dry_run
+        ),
         device_ids=frozenset(device_ids) if device_ids is not None else None,
         dry_run=dry_run,
         move_cursor=move_cursor and since is None and device_ids is None and not dry_run,
         progress=progress,
     )
-    run.outcome.dry_run = dry_run
     if not dry_run and not _begin(run, trigger=trigger):
         return _skip(integration, "already running", trigger=trigger)
     return _execute(run)
@@ -186,12 +188,10 @@ def _begin(run: _Run, *, trigger: str) -> bool:
         reason="This run stopped without finishing (its worker died); a later run re-read its "
         "window.",
     )
-    backfill = run.source == "backfill"
+    kinds = ActivityLog.ActivityType
     run.activity = run.outcome.activity = ActivityLog.objects.start(
         run.integration,
-        activity_type=ActivityLog.ActivityType.BACKFILL
-        if backfill
-        else ActivityLog.ActivityType.SYNC_IMPORT,
+        activity_type=kinds.BACKFILL if run.source == "backfill" else kinds.SYNC_IMPORT,
         trigger=trigger,
         window_start=run.start,
         window_end=run.end,

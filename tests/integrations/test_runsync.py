@@ -192,3 +192,9 @@ def test_runsync_all_runs_every_integration_and_fails_if_one_fails(seeded, make_
     assert [line.split(":")[0] for line in lines] == [broken.name, seeded.name]
     assert lines[0].startswith("broken: failed")
     assert lines[1].startswith("sim-fleet: success")
+
+
+def test_runsync_since_inside_the_settle_time_is_an_empty_window(seeded):
+    with pytest.raises(CommandError, match="^sim-fleet: the backfill window is empty: "):
+        runsync("sim-fleet", "--since", "10s")
+    assert ActivityLog.objects.count() == 0

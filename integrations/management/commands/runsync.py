@@ -129,17 +129,20 @@ class Command(BaseCommand):
                 bar.update(p.pages_done - bar.n)
                 bar.set_postfix(readings=p.readings, rate=f"{p.rate:,.0f}/s", refresh=False)
 
-            return sync_integration(
-                integration,
-                trigger=ActivityLog.Trigger.MANUAL,
-                force=options["force"],
-                since=since,
-                until=until,
-                device_ids=options["devices"],
-                dry_run=options["dry_run"],
-                progress=progress,
-                move_cursor=not options["no_cursor"],
-            )
+            try:
+                return sync_integration(
+                    integration,
+                    trigger=ActivityLog.Trigger.MANUAL,
+                    force=options["force"],
+                    since=since,
+                    until=until,
+                    device_ids=options["devices"],
+                    dry_run=options["dry_run"],
+                    progress=progress,
+                    move_cursor=not options["no_cursor"],
+                )
+            except ValueError as exc:  # an empty backfill window
+                raise CommandError(f"{integration.name}: {exc}") from None
 
 
 def summary_line(integration: DeviceIntegration, o: SyncOutcome) -> str:
