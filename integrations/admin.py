@@ -70,6 +70,32 @@ WEBHOOK_FIELDS = [
     "payloads_nested_under_path",
     "generate_webhook_secret",
 ]
+WEBHOOK_CHANGE_FIELDS = [
+    "webhook_url_display",
+    *WEBHOOK_FIELDS,
+    "remove_webhook_secrets",
+    "webhook_rejected_count",
+    "pipeline_display",
+]
+SETTINGS_FIELDSETS = [
+    ("Connection", {"fields": CONNECTION_FIELDS}),
+    ("Sync", {"fields": SYNC_FIELDS}),
+    (
+        "Time window",
+        {
+            "fields": WINDOW_FIELDS,
+            "description": "Outside the window the scheduled pull does not run, in the window's "
+            "own time zone. Webhooks are accepted at any time.",
+        },
+    ),
+    (
+        "Device filter",
+        {
+            "fields": FILTER_FIELDS,
+            "description": "Which devices the pull reads. All blank: every device.",
+        },
+    ),
+]
 # Header names shown redacted even if a stored delivery somehow kept one (defense in depth).
 SECRET_HEADER_WORDS = ("authorization", "api-key", "apikey", "cookie", "secret", "token", "auth")
 
@@ -106,38 +132,13 @@ class DeviceIntegrationAdmin(admin.ModelAdmin):
     ]
 
     def get_fieldsets(self, request: HttpRequest, obj: DeviceIntegration | None = None) -> list:
-        webhook = WEBHOOK_FIELDS
-        if obj is not None:
-            webhook = [
-                "webhook_url_display",
-                *WEBHOOK_FIELDS,
-                "remove_webhook_secrets",
-                "webhook_rejected_count",
-                "pipeline_display",
-            ]
-        fieldsets = [
-            ("Connection", {"fields": CONNECTION_FIELDS}),
-            ("Sync", {"fields": SYNC_FIELDS}),
-            (
-                "Time window",
-                {
-                    "fields": WINDOW_FIELDS,
-                    "description": "Outside the window the scheduled pull does not run, in the "
-                    "window's own time zone. Webhooks are accepted at any time.",
-                },
-            ),
-            (
-                "Device filter",
-                {
-                    "fields": FILTER_FIELDS,
-                    "description": "Which devices the pull reads. All blank: every device.",
-                },
-            ),
-            ("Webhook", {"fields": webhook}),
+        if obj is None:  # the webhook URL, secrets and state exist once saved
+            return [*SETTINGS_FIELDSETS, ("Webhook", {"fields": WEBHOOK_FIELDS})]
+        return [
+            *SETTINGS_FIELDSETS,
+            ("Webhook", {"fields": WEBHOOK_CHANGE_FIELDS}),
+            ("Sync state", {"fields": SYNC_STATE_FIELDS}),
         ]
-        if obj is not None:
-            fieldsets.append(("Sync state", {"fields": SYNC_STATE_FIELDS}))
-        return fieldsets
 
     def save_model(
         self, request: HttpRequest, obj: DeviceIntegration, form: IntegrationForm, change: bool

@@ -95,42 +95,40 @@ def date_drilldown(cl: ChangeList) -> dict[str, Any]:
     """Context for admin/date_hierarchy.html, as Django's `date_hierarchy` tag builds it, from the
     range of the rows shown instead of their distinct dates."""
     field = cl.date_hierarchy
-    params = {part: cl.params.get(f"{field}__{part}") for part in ("year", "month", "day")}
-    year, month, day = (int(params[part]) if params[part] else None for part in params)
+    year, month, day = (cl.params.get(f"{field}__{part}") for part in ("year", "month", "day"))
+    year, month, day = (int(value) if value else None for value in (year, month, day))
     span = cl.queryset.aggregate(first=Min(field), last=Max(field))
     if span["first"] is None:
-        return {"show": False}
+        back = {"link": _link(cl, {}), "title": "All dates"} if year else None
+        return {"show": bool(year), "back": back, "choices": []}
     first, last = (timezone.localtime(span[key]) for key in ("first", "last"))
     # Like Django's: start at the months of the only year, the days of the only month.
     if year is None and first.year == last.year:
         year = first.year
         if first.month == last.month:
             month = first.month
-
-    def link(filters: dict[str, int]) -> str:
-        return cl.get_query_string({f"{field}__{k}": v for k, v in filters.items()}, [f"{field}__"])
-
     if year and month and day:
         chosen = date(year, month, day)
-        back = {"link": link({"year": year, "month": month}), "title": _month_title(chosen)}
+        back = {"link": _link(cl, {"year": year, "month": month}), "title": _month_title(chosen)}
         return {"show": True, "back": back, "choices": [{"title": _day_title(chosen)}]}
     if year and month:
+        back = {"link": _link(cl, {"year": year}), "title": str(year)}
         days = [date(year, month, d) for d in range(first.day, last.day + 1)]
-        choices = [
-            {"link": link({"year": year, "month": month, "day": d.day}), "title": _day_title(d)}
-            for d in days
-        ]
-        return {"show": True, "back": {"link": link({}), "title": str(year)}, "choices": choices}
-    if year:
+        parts = [({"year": year, "month": month, "day": d.day}, _day_title(d)) for d in days]
+    elif year:
+        back = {"link": _link(cl, {}), "title": "All dates"}
         months = [date(year, m, 1) for m in range(first.month, last.month + 1)]
-        choices = [
-            {"link": link({"year": year, "month": m.month}), "title": _month_title(m)}
-            for m in months
-        ]
-        return {"show": True, "back": {"link": link({}), "title": "All dates"}, "choices": choices}
-    years = range(first.year, last.year + 1)
-    choices = [{"link": link({"year": y}), "title": str(y)} for y in years]
-    return {"show": True, "back": None, "choices": choices}
+        parts = [({"year": year, "month": m.month}, _month_title(m)) for m in months]
+    else:
+        back = None
+        parts = [({"year": y}, str(y)) for y in range(first.year, last.year + 1)]
+    choices = [{"link": _link(cl, filters), "title": title} for filters, title in parts]
+    return {"show": True, "back": back, "choices": choices}
+
+
+def _link(cl: ChangeList, filters: dict[str, int]) -> str:
+    field = cl.date_hierarchy
+    return cl.get_query_string({f"{field}__{k}": v for k, v in filters.items()}, [f"{field}__"])
 
 
 def _month_title(day: date) -> str:

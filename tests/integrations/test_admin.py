@@ -107,6 +107,14 @@ def test_admin_create_integration_stores_documented_settings(admin_client):
     assert (entry.activity_type, entry.trigger) == ("settings_changed", "admin")
 
 
+def test_admin_add_page_offers_time_zones_and_weekdays(admin_client):
+    page = admin_client.get(ADD_URL).content.decode()
+
+    assert '<option value="Europe/Berlin">' in page
+    assert 'list="gsync-timezones"' in page
+    assert 'name="window_days" value="0"' in page and "Sunday" in page
+
+
 def test_admin_create_without_window_or_filter_stores_nulls(admin_client):
     data = form_data(
         window_enabled=None,

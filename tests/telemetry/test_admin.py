@@ -180,6 +180,8 @@ def test_telemetry_changelist_never_counts_the_whole_table(admin_client, fleet, 
     counts = [sql for sql in queries if "COUNT(" in sql.upper()]
     assert counts and all("LIMIT" in sql.upper() for sql in counts)
     assert "5+ telemetry readings" in re.sub(r"\s+", " ", page)
+    searched, _ = get(admin_client, f"{READINGS_URL}?q={fleet[0].external_id}")
+    assert "5+ results" in searched
 
 
 def test_telemetry_small_result_shows_exact_count(admin_client, fleet):
@@ -202,6 +204,11 @@ def test_telemetry_date_drilldown_without_distinct_dates(admin_client, fleet):
     assert "?device_timestamp__year=2025" in page and "?device_timestamp__year=2026" in page
     assert "device_timestamp__month=1&" in months and "device_timestamp__month=2&" in months
     assert "device_timestamp__month=3&" not in months
+    days, _ = get(
+        admin_client, f"{READINGS_URL}?device_timestamp__year=2026&device_timestamp__month=1"
+    )
+    assert "device_timestamp__day=15&" in days and "device_timestamp__day=16&" not in days
+    assert 'href="?device_timestamp__year=2026" class="date-back"' in days
 
 
 def test_telemetry_detail_pretty_prints_and_is_read_only(admin_client, fleet):
