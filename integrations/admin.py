@@ -25,6 +25,7 @@ from integrations.admin_display import (
     format_duration,
     pretty_json,
 )
+from integrations.admin_scheduling import ACTIONS, HEALTH_COLUMNS, SchedulingAdminMixin
 from integrations.forms import IntegrationForm
 from integrations.models import ActivityLog, DeviceIntegration, WebhookDelivery
 from integrations.settings_changes import log_settings_change
@@ -108,7 +109,7 @@ def _sync_settings(integration: DeviceIntegration) -> SyncSettings | None:
 
 
 @admin.register(DeviceIntegration)
-class DeviceIntegrationAdmin(admin.ModelAdmin):
+class DeviceIntegrationAdmin(SchedulingAdminMixin, admin.ModelAdmin):
     form = IntegrationForm
     list_display = [
         "name",
@@ -116,14 +117,13 @@ class DeviceIntegrationAdmin(admin.ModelAdmin):
         "project_id",
         "sync_enabled",
         "sync_interval",
-        "last_sync_at",
-        "last_sync_status",
+        *HEALTH_COLUMNS,
         "webhook_enabled",
     ]
     list_filter = ["status", "webhook_enabled"]
     search_fields = ["name", "project_id"]
     # A plain list: other modules append their actions (Sync now, Test connection, ...).
-    actions: list[Any] = []
+    actions: list[Any] = [*ACTIONS]
     readonly_fields = [
         "webhook_url_display",
         "pipeline_display",
