@@ -53,8 +53,10 @@ logger = logging.getLogger(__name__)
 # A filter naming this many devices or fewer is fetched per device: one call each beats paging
 # the whole project's stream.
 PER_DEVICE_LIMIT = 5
-# Readings per ingest transaction: many pages each (see telemetry.ingest.BATCH_SIZE).
+# Readings per ingest transaction: many pages each (see telemetry.ingest.BATCH_SIZE), but never
+# more than FLUSH_SECONDS of fetching.
 INGEST_BATCH_SIZE = BATCH_SIZE
+FLUSH_SECONDS = 2.0
 
 Status = ActivityLog.Status
 
@@ -181,13 +183,6 @@ def _begin(run: _Run, *, trigger: str) -> bool:
     run.lease = Lease(run.integration.pk)
     if not run.lease.acquire():
         return False
-    # Holding the lease, no other run of this integration is alive: a run still `started` died.
-    ActivityLog.objects.abandon_started(
-        run.integration,
-        activity_types=[ActivityLog.ActivityType.SYNC_IMPORT, ActivityLog.ActivityType.BACKFILL],
-        reason="This run stopped without finishing (its worker died); a later run re-read its "
-        "window.",
-    )
     kinds = ActivityLog.ActivityType
     run.activity = run.outcome.activity = ActivityLog.objects.start(
         run.integration,
@@ -261,20 +256,33 @@ def _pull(run: _Run, client: GoliothClient) -> None:
         for readings in pages:
             result += count_new_readings(readings, integration_id=run.integration.pk)
     else:
-        # One stream across pages: ingest commits it in batches of many pages (far cheaper per
-        # reading than a transaction per page), and only one batch is ever held in memory.
-        result = ingest_readings(
-            itertools.chain.from_iterable(pages),
-            integration_id=run.integration.pk,
-            source=run.source,
-            activity_id=run.activity.pk,
-            time_tolerance=timedelta(seconds=run.settings.time_tolerance_seconds),
-            batch_size=INGEST_BATCH_SIZE,
-        )
+        result = _store(run, pages)
         refresh_statuses(run.integration, sync_settings=run.settings, now=run.now)
     outcome = run.outcome
     outcome.inserted, outcome.duplicates = result.inserted, result.duplicates
     outcome.corrected, outcome.rejected = result.corrected, result.rejected
+
+
+def _store(run: _Run, pages: Iterator[list[Reading]]) -> IngestResult:
+    """Ingest pages gathered into big batches (far cheaper per reading than a transaction per
+    page), committed at least every FLUSH_SECONDS: a slow run's readings show up as it goes, and
+    a killed worker loses seconds of fetching, not the whole window. One batch held at most."""
+    result, batch, flushed = IngestResult(), [], time.monotonic()
+    for readings in itertools.chain(pages, [None]):
+        if readings is not None:
+            batch += readings
+        due = time.monotonic() - flushed >= FLUSH_SECONDS or readings is None
+        if batch and (len(batch) >= INGEST_BATCH_SIZE or due):
+            result += ingest_readings(
+                batch,
+                integration_id=run.integration.pk,
+                source=run.source,
+                activity_id=run.activity.pk,
+                time_tolerance=timedelta(seconds=run.settings.time_tolerance_seconds),
+                batch_size=INGEST_BATCH_SIZE,
+            )
+            batch, flushed = [], time.monotonic()
+    return result
 
 
 def _renew(lease: Lease | None) -> None:
