@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 ADDR ?= 127.0.0.1:8000
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install lint bench-pull bench-ingest bench-webhook clean
+.PHONY: run test browser-deps install lint bench-pull bench-ingest bench-webhook clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +26,21 @@ run: install .env
 	$(PY) manage.py ensure_admin
 	$(PY) -m gsync.devserver --addr $(ADDR)
 
-test: install
+test: install browser-deps
 	$(PY) -m pytest
+
+# The browser test drives Debian's Chromium: install it once, quietly, when missing (as root;
+# otherwise that one test is skipped and says why).
+browser-deps:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "Installing chromium for the browser test (once)..."; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+	      >/dev/null) || echo "Could not install chromium: the browser test will be skipped."; \
+	  else \
+	    echo "chromium is missing (sudo apt-get install chromium): the browser test is skipped."; \
+	  fi; \
+	fi
 
 lint: install
 	$(VENV)/bin/ruff check .

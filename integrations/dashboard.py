@@ -337,5 +337,5 @@ def _seconds(ms: float | None) -> str:
 def _scheduler_line(*, now: datetime) -> str:
     beat = Heartbeat.objects.filter(name=DISPATCH_BEAT).values_list("beat_at", flat=True).first()
     if beat is None:
-        return "The scheduler has never dispatched: start a worker with `manage.py qcluster`."
+        return "The scheduler has never dispatched: is a worker (manage.py qcluster) running?"
     return f"Scheduler last dispatched {timesince(beat, now)} ago."

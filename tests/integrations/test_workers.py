@@ -76,7 +76,9 @@ def start_qcluster(request) -> Iterator[Callable[..., subprocess.Popen]]:
     yield start
     for proc in procs:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
+            # The main process only: it stops its workers. SIGTERM to the whole group kills
+            # django-q2's sentinel under it and leaves the main process waiting for ever.
+            proc.terminate()
     for proc in procs:
         try:
             proc.wait(timeout=20)
