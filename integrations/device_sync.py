@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db.models import Case, F, Q, Value, When
+from django.db.models import F, Q
 
 from integrations.golioth.client import GoliothClient
 from integrations.golioth.payloads import DeviceRecord
@@ -178,12 +178,13 @@ def ensure_devices(
 def refresh_statuses(
     integration: DeviceIntegration, *, sync_settings: SyncSettings, now: datetime
 ) -> None:
-    """One UPDATE: online/offline/never from last_seen, as telemetry.models.device_status says."""
+    """online/offline/never from last_seen, as telemetry.models.device_status decides it; only
+    rows whose status changes are written (a fleet's rows are not rewritten every run)."""
     cutoff = now - timedelta(minutes=sync_settings.offline_after_minutes)
-    Device.objects.filter(integration=integration).update(
-        status=Case(
-            When(last_seen__isnull=True, then=Value(Device.Status.NEVER)),
-            When(last_seen__gte=cutoff, then=Value(Device.Status.ONLINE)),
-            default=Value(Device.Status.OFFLINE),
-        )
-    )
+    devices = Device.objects.filter(integration=integration)
+    for status, which in (
+        (Device.Status.NEVER, Q(last_seen__isnull=True)),
+        (Device.Status.ONLINE, Q(last_seen__gte=cutoff)),
+        (Device.Status.OFFLINE, Q(last_seen__lt=cutoff)),
+    ):
+        devices.filter(which).exclude(status=status).update(status=status)

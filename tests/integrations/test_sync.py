@@ -94,6 +94,17 @@ def test_sync_devices_get_last_seen_firmware_and_status(golioth, golioth_integra
     assert rows[fleet[0].id].status == "online"
 
 
+def test_sync_devices_go_offline_when_they_stop_reporting(golioth, golioth_integration, fleet):
+    sync_integration(golioth_integration, now=NOW)
+    later = NOW + timedelta(hours=2)
+
+    sync_integration(golioth_integration, now=later)
+
+    statuses = set(Device.objects.values_list("status", flat=True))
+    assert statuses == {"offline", "never"}
+    assert Device.objects.filter(status="never").count() == 12
+
+
 def test_sync_second_run_adds_nothing(golioth, golioth_integration, fleet):
     sync_integration(golioth_integration, now=NOW)
     golioth.reset_counters()
