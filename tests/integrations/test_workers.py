@@ -237,10 +237,32 @@ def test_sigkilled_worker_run_is_finished_by_the_other(start_qcluster, make_inte
 
         wait_for(a_run_succeeded, timeout=90, every=1, tick=dispatch)
         first.refresh_from_db()
-        assert first.status == "started"  # it died: never completed
+        assert first.status != "success"  # it died: left "started", or closed as failed later
         (second,) = runs(integration, "success")
         assert worker_group(second) in clusters - {victim}
         assert second.started_at >= lease_expiry  # the dead run's lease held until it expired
         integration.refresh_from_db()
         assert integration.locked_by == "" and integration.sync_cursor == second.window_end
         assert mirror(integration) == golioth_truth(sim, end=second.window_end)
+
+
+def test_healthz_fails_when_the_scheduler_stops(start_qcluster, client, settings):
+    settings.GSYNC_HEALTH_MAX_DISPATCH_AGE = 5
+    ensure_schedules()
+    cluster = start_qcluster("a")
+    dispatch()
+
+    def healthy():
+        """/healthz to answer 200 once a worker has dispatched"""
+        return client.get("/healthz").status_code == 200
+
+    wait_for(healthy, timeout=30)
+    cluster.terminate()
+    cluster.wait(timeout=30)
+
+    def failing():
+        """/healthz to answer 503 once nothing dispatches any more"""
+        return client.get("/healthz").status_code == 503
+
+    wait_for(failing, timeout=30)
+    assert "is a qcluster worker running?" in client.get("/healthz").json()["reason"]
