@@ -1,0 +1,46 @@
+"""The Q_CLUSTER block of gsync/settings.py, loaded fresh in a subprocess per environment."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PRINT_Q_CLUSTER = "import json, gsync.settings as s; print(json.dumps(s.Q_CLUSTER))"
+
+
+def load_settings(**env: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("GSYNC_", "DATABASE_URL"))}
+    return subprocess.run(
+        [sys.executable, "-c", PRINT_Q_CLUSTER],
+        cwd=ROOT,
+        env={**clean, "SECRET_KEY": "settings-test", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_q_cluster_uses_the_database_broker_by_default():
+    result = load_settings(GSYNC_REDIS_URL="")  # empty, even if a local .env sets it
+    assert result.returncode == 0, result.stderr
+    q_cluster = json.loads(result.stdout)
+    assert q_cluster["orm"] == "default" and "redis" not in q_cluster
+    assert q_cluster["timeout"] < q_cluster["retry"]
+    assert (q_cluster["catch_up"], q_cluster["max_attempts"]) == (False, 1)
+
+
+def test_q_cluster_uses_redis_when_set():
+    result = load_settings(GSYNC_REDIS_URL="redis://cache.internal:6379/2")
+    assert result.returncode == 0, result.stderr
+    q_cluster = json.loads(result.stdout)
+    assert q_cluster["redis"] == "redis://cache.internal:6379/2" and "orm" not in q_cluster
+
+
+def test_q_cluster_refuses_timeout_not_below_retry():
+    result = load_settings(GSYNC_TASK_TIMEOUT="600", GSYNC_TASK_RETRY="600")
+    assert result.returncode != 0
+    assert "GSYNC_TASK_TIMEOUT (600) must be below GSYNC_TASK_RETRY (600)" in result.stderr
