@@ -29,12 +29,6 @@ DISPATCH_FUNC = "integrations.scheduling.dispatch_due_integrations"
 RUN_FUNC = "integrations.scheduling.run_sync_task"
 PRUNE_FUNC = "integrations.scheduling.prune_webhook_deliveries"
 SCHEDULE_NAME = "gsync: dispatch due integrations"
-# The schedule fires on whole minutes; the qcluster scheduler looks at it every 30 s, so each
-# dispatch runs up to ~30 s after its minute. The dispatcher judges due-ness at that minute (the
-# "tick") and stamps it as the queue time, so a 60 s interval runs once every minute and a 300 s
-# one every fifth, however late within its minute each dispatch lands; an extra dispatch in the
-# same minute finds nothing new to do.
-DISPATCH_PERIOD = timedelta(minutes=1)
 # The dispatcher itself must finish well within its period (django-q2 kills it after this).
 DISPATCH_TIMEOUT_SECONDS = 50
 DISPATCH_BEAT = "dispatch"
@@ -91,7 +85,7 @@ def dispatch_due_integrations(*, now: datetime | None = None) -> list[int]:
     ]
     _maybe_prune(now=now)
     Heartbeat.objects.update_or_create(
-        name=DISPATCH_BEAT, defaults={"beat_at": now, "detail": {"queued": queued}}
+        name=DISPATCH_BEAT, defaults={"beat_at": now, "detail": {"queued": len(queued)}}
     )
     if queued:
         logger.info("dispatch: queued %d integration(s): %s", len(queued), queued)
@@ -99,7 +93,14 @@ def dispatch_due_integrations(*, now: datetime | None = None) -> list[int]:
 
 
 def dispatch_tick(now: datetime) -> datetime:
-    """The whole minute a dispatch at `now` belongs to."""
+    """The whole minute a dispatch at `now` belongs to.
+
+    The schedule fires on whole minutes, but the qcluster scheduler looks at it only every 30 s,
+    so a dispatch lands up to ~30 s into its minute. Judging due-ness at the minute (and stamping
+    it as the queue time) keeps a 60 s interval at one run a minute and a 300 s one at every
+    fifth, however late each dispatch lands; an extra dispatch in the same minute finds nothing
+    new to do.
+    """
     return now.replace(second=0, microsecond=0)
 
 
@@ -109,7 +110,7 @@ def _due_integration_ids(*, now: datetime, tick: datetime) -> list[int]:
         reason = skip_reason(integration, now=now)
         if reason is not None:
             if reason != integration.last_skip_reason:
-                # Says why in the activity log, once per reason; returns without any I/O.
+                # Says why in the activity log, once per reason; never calls Golioth.
                 sync_integration(integration, trigger=ActivityLog.Trigger.SCHEDULE, now=now)
             continue
         if _died_running(integration) or _interval_elapsed(integration, tick=tick):
@@ -204,7 +205,7 @@ def run_sync_task(
 
 
 def enqueue_sync(integration: DeviceIntegration, *, trigger: str = "admin") -> bool:
-    """ "Sync now": queue a run at once, ignoring interval and time window; False when a run is
+    """Queue a run at once ("Sync now"), ignoring interval and time window; False when a run is
     already queued or running (a burst of clicks queues one)."""
     return _enqueue(integration.pk, now=timezone.now(), trigger=trigger, force=True)
 
