@@ -19,7 +19,7 @@ from django.utils.timesince import timesince
 
 from integrations.models import ActivityLog, DeviceIntegration, Heartbeat
 from integrations.scheduling import DISPATCH_BEAT
-from integrations.sync_settings import SettingsError
+from integrations.sync_settings import SettingsError, SyncSettings
 
 Activity = ActivityLog.ActivityType
 Status = ActivityLog.Status
@@ -168,38 +168,22 @@ class Chart:
     summary: str = field(default="")
 
 
+CHART_LEFT, CHART_RIGHT, CHART_TOP, CHART_BOTTOM_MARGIN = 48, 8, 10, 24
+
+
 def readings_chart(hours: list[HourCounts], *, width: int = 720, height: int = 200) -> Chart:
     """Stacked bars, one per hour, geometry computed here so the template only draws it."""
-    left, right, top, bottom = 48, 8, 10, height - 24
+    top, bottom = CHART_TOP, height - CHART_BOTTOM_MARGIN
     peak = max((h.total for h in hours), default=0)
     step = _tick_step(peak)
-    scale_max = 4 * step
-    slot = (width - left - right) / max(len(hours), 1)
-    bars: list[Bar] = []
-    for i, hour in enumerate(hours):
-        y = float(bottom)
-        for source, count in hour.counts.items():
-            if not count:
-                continue
-            h = (bottom - top) * count / scale_max
-            y -= h
-            title = f"{hour.start:%H:00}: {count} {SOURCE_LABELS[source].lower()}"
-            bars.append(
-                Bar(
-                    x=round(left + i * slot + slot * 0.1, 2),
-                    y=round(y, 2),
-                    width=round(slot * 0.8, 2),
-                    height=round(h, 2),
-                    fill=SOURCE_COLOURS[source],
-                    title=title,
-                )
-            )
-    y_ticks = [(round(bottom - (bottom - top) * k / 4, 2), f"{step * k:,}") for k in range(5)]
-    x_labels = [
-        (round(left + i * slot + slot / 2, 2), f"{hour.start:%H:00}")
+    slot = (width - CHART_LEFT - CHART_RIGHT) / max(len(hours), 1)
+    pixels_per_reading = (bottom - top) / (4 * step)
+    bars = [
+        bar
         for i, hour in enumerate(hours)
-        if i % 3 == 0
-    ]
+        for bar in _stack(hour, x=CHART_LEFT + i * slot, slot=slot, bottom=bottom,
+                          pixels_per_reading=pixels_per_reading)
+    ]  # fmt: skip
     total = sum(h.total for h in hours)
     return Chart(
         width=width,
@@ -207,14 +191,41 @@ def readings_chart(hours: list[HourCounts], *, width: int = 720, height: int = 2
         plot_top=top,
         plot_bottom=bottom,
         bars=bars,
-        y_ticks=y_ticks,
-        x_labels=x_labels,
+        y_ticks=[(round(bottom - (bottom - top) * k / 4, 2), f"{step * k:,}") for k in range(5)],
+        x_labels=[
+            (round(CHART_LEFT + i * slot + slot / 2, 2), f"{hour.start:%H:00}")
+            for i, hour in enumerate(hours)
+            if i % 3 == 0
+        ],
         legend=[(SOURCE_COLOURS[s], SOURCE_LABELS[s]) for s in SOURCES],
         total=total,
         peak=peak,
         summary=f"{total:,} readings stored in the last {len(hours)} hours, at most {peak:,} in "
         "one hour",
     )
+
+
+def _stack(
+    hour: HourCounts, *, x: float, slot: float, bottom: float, pixels_per_reading: float
+) -> list[Bar]:
+    """One hour's bars, each source on top of the previous one."""
+    bars, y = [], bottom
+    for source, count in hour.counts.items():
+        if not count:
+            continue
+        height = count * pixels_per_reading
+        y -= height
+        bars.append(
+            Bar(
+                x=round(x + slot * 0.1, 2),
+                y=round(y, 2),
+                width=round(slot * 0.8, 2),
+                height=round(height, 2),
+                fill=SOURCE_COLOURS[source],
+                title=f"{hour.start:%H:00}: {count:,} {SOURCE_LABELS[source].lower()}",
+            )
+        )
+    return bars
 
 
 def _tick_step(peak: int) -> int:
@@ -260,24 +271,30 @@ def integration_health(integration: DeviceIntegration, *, now: datetime) -> Heal
         return Health(HealthState.OUTSIDE_WINDOW, f"Syncs only {settings.time_window.describe()}.")
     if integration.locked_until and integration.locked_until > now:
         return Health(HealthState.RUNNING, "A sync is running now.")
-    due = integration.next_due_at() or integration.created_at + timedelta(
-        seconds=settings.sync_interval_seconds
-    )
-    window_open_long_enough = settings.in_window(now - LATE_AFTER)
-    if now - due > LATE_AFTER and window_open_long_enough:
-        last = (
-            f"last run {timesince(integration.last_sync_at, now)} ago"
-            if integration.last_sync_at
-            else "never run"
-        )
-        return Health(
-            HealthState.LATE,
-            f"Due {timesince(due, now)} ago ({last}; interval {settings.sync_interval_seconds} s). "
-            "Is a qcluster worker running?",
-        )
+    late = _late_reason(integration, settings, now=now)
+    if late:
+        return Health(HealthState.LATE, late)
     if integration.last_sync_at is None:
         return Health(HealthState.OK, "Waiting for its first run.")
     return Health(HealthState.OK, f"Last run {timesince(integration.last_sync_at, now)} ago.")
+
+
+def _late_reason(integration: DeviceIntegration, settings: SyncSettings, *, now: datetime) -> str:
+    """Why it is late, or "" when it is not: due more than LATE_AFTER ago, with its time window
+    open at least that long (a window that just opened is not a missed run)."""
+    interval = timedelta(seconds=settings.sync_interval_seconds)
+    due = integration.next_due_at() or integration.created_at + interval
+    if now - due <= LATE_AFTER or not settings.in_window(now - LATE_AFTER):
+        return ""
+    last = (
+        f"last run {timesince(integration.last_sync_at, now)} ago"
+        if integration.last_sync_at
+        else "never run"
+    )
+    return (
+        f"Due {timesince(due, now)} ago ({last}; interval {settings.sync_interval_seconds} s). "
+        "Is a qcluster worker running?"
+    )
 
 
 def _failure_reason(integration: DeviceIntegration, *, stopped: bool) -> str:
