@@ -176,6 +176,17 @@ class ActivityLogManager(models.Manager["ActivityLog"]):
         fields.setdefault("started_at", timezone.now())
         return self.create(integration=integration, **fields)
 
+    def abandon_started(
+        self, integration: DeviceIntegration, *, activity_types: list[str], reason: str
+    ) -> int:
+        """Fail entries left `started` by work that died (a killed worker never finishes)."""
+        stale = self.filter(
+            integration=integration, status=ActivityLog.Status.STARTED,
+            activity_type__in=activity_types,
+        )
+        failed, now = ActivityLog.Status.FAILED, timezone.now()
+        return stale.update(status=failed, completed_at=now, error_message=reason)
+
     def finish(self, entry: ActivityLog, *, status: str, **fields: Any) -> ActivityLog:
         fields.update(status=status, completed_at=timezone.now())
         elapsed = fields["completed_at"] - entry.started_at

@@ -184,6 +184,13 @@ def _begin(run: _Run, *, trigger: str) -> bool:
     if not run.lease.acquire():
         return False
     kinds = ActivityLog.ActivityType
+    # Holding the lease, no other run of this integration is alive: a run still `started` died.
+    ActivityLog.objects.abandon_started(
+        run.integration,
+        activity_types=[kinds.SYNC_IMPORT, kinds.BACKFILL],
+        reason="This run stopped without finishing (its worker died or was killed); "
+        "a later run read its window again.",
+    )
     run.activity = run.outcome.activity = ActivityLog.objects.start(
         run.integration,
         activity_type=kinds.BACKFILL if run.source == "backfill" else kinds.SYNC_IMPORT,

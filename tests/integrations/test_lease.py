@@ -123,7 +123,8 @@ def test_sync_killed_mid_run_keeps_whole_batches_and_converges(
     )
     assert TelemetryRecord.objects.count() == 1200
     dead, finished = ActivityLog.objects.order_by("id")
-    assert (dead.status, finished.status) == ("started", "success")  # the dead one never ended
+    assert (dead.status, finished.status) == ("failed", "success")
+    assert dead.error_message.startswith("This run stopped without finishing")
 
 
 def test_lease_renewal_keeps_it_and_notices_a_takeover(integration):
