@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 ADDR ?= 127.0.0.1:8000
 STAMP := $(VENV)/.installed
 
-.PHONY: run test browser-deps install lint bench-pull bench-ingest bench-webhook clean
+.PHONY: run test browser-deps install lint bench-pull bench-ingest bench-webhook bench-admin clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,16 @@ browser-deps:
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+# Benchmarks (PostgreSQL at 127.0.0.1 by default; each prints its figures). Not part of `make test`.
+bench-pull: install
+	$(PY) bench/bench_pull.py
+bench-ingest: install
+	$(PY) bench/bench_ingest.py
+bench-webhook: install
+	$(PY) bench/bench_webhook.py
+bench-admin: install
+	$(PY) bench/bench_admin.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache test-output

@@ -16,7 +16,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> int:
+    # A supervisor's SIGTERM stops everything the same way as Ctrl-C does.
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     parser = argparse.ArgumentParser()
     parser.add_argument("--addr", default="127.0.0.1:8000")
     args = parser.parse_args()
@@ -28,7 +34,12 @@ def main() -> int:
     if os.environ.get("GSYNC_DEMO") == "1":
         commands.append([*manage, "demo", "--live"])
     os.environ.setdefault("GSYNC_PUBLIC_URL", f"http://{args.addr}")
-    procs = [subprocess.Popen(cmd, cwd=ROOT) for cmd in commands]  # noqa: S603
+    # Each child in its own session: Ctrl-C reaches only this process, which then stops each
+    # child's main process (a signal to a whole qcluster group leaves django-q2 hanging).
+    procs = [
+        subprocess.Popen(cmd, cwd=ROOT, start_new_session=True)  # noqa: S603
+        for cmd in commands
+    ]
     print(f"gsync is running: admin at http://{args.addr}/admin/  (Ctrl-C stops everything)")
     try:
         while all(p.poll() is None for p in procs):
