@@ -31,6 +31,10 @@ from integrations.models import ActivityLog, DeviceIntegration, WebhookDelivery
 from integrations.settings_changes import log_settings_change
 from integrations.sync_settings import SettingsError, SyncSettings
 
+admin.site.site_header = "gsync"
+admin.site.site_title = "gsync admin"
+admin.site.index_title = "Golioth data, mirrored"
+
 SYNC_STATE_FIELDS = [
     "last_sync_at",
     "last_sync_status",
