@@ -15,8 +15,9 @@ def _fernet() -> MultiFernet:
     keys = settings.GSYNC_ENCRYPTION_KEYS
     if not keys:
         raise ImproperlyConfigured(
-            "GSYNC_ENCRYPTION_KEY is not set: gsync cannot store or read API keys. Generate one with "
-            "`python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'`."
+            "GSYNC_ENCRYPTION_KEY is not set: gsync cannot store or read API keys. "
+            "Generate one with `python -c 'from cryptography.fernet import Fernet; "
+            "print(Fernet.generate_key().decode())'`."
         )
     try:
         return MultiFernet([Fernet(key) for key in keys])

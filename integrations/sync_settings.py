@@ -190,30 +190,58 @@ def _parse(data: dict[str, Any]) -> SyncSettings:
     values = {
         "sync_enabled": _bool(data, "syncEnabled", defaults.sync_enabled, errors),
         "sync_interval_seconds": _int(
-            data, "syncIntervalSeconds", defaults.sync_interval_seconds, errors,
-            minimum=MIN_INTERVAL_SECONDS, maximum=7 * 86_400,
+            data,
+            "syncIntervalSeconds",
+            defaults.sync_interval_seconds,
+            errors,
+            minimum=MIN_INTERVAL_SECONDS,
+            maximum=7 * 86_400,
         ),
-        "overlap_seconds": _int(data, "overlapSeconds", defaults.overlap_seconds, errors,
-                                minimum=0, maximum=7 * 86_400),
-        "settle_seconds": _int(data, "settleSeconds", defaults.settle_seconds, errors,
-                               minimum=0, maximum=3600),
-        "max_requests_per_second": _number(data, "maxRequestsPerSecond",
-                                           defaults.max_requests_per_second, errors,
-                                           minimum=0.1, maximum=1000),
+        "overlap_seconds": _int(
+            data, "overlapSeconds", defaults.overlap_seconds, errors, minimum=0, maximum=7 * 86_400
+        ),
+        "settle_seconds": _int(
+            data, "settleSeconds", defaults.settle_seconds, errors, minimum=0, maximum=3600
+        ),
+        "max_requests_per_second": _number(
+            data,
+            "maxRequestsPerSecond",
+            defaults.max_requests_per_second,
+            errors,
+            minimum=0.1,
+            maximum=1000,
+        ),
         "backfill_from": _datetime(data, "backfillFrom", errors),
-        "max_consecutive_failures": _int(data, "maxConsecutiveFailures",
-                                         defaults.max_consecutive_failures, errors,
-                                         minimum=1, maximum=1000),
-        "time_tolerance_seconds": _int(data, "timeToleranceSeconds",
-                                       defaults.time_tolerance_seconds, errors,
-                                       minimum=0, maximum=3600),
-        "offline_after_minutes": _int(data, "offlineAfterMinutes",
-                                      defaults.offline_after_minutes, errors,
-                                      minimum=1, maximum=525_600),
-        "payloads_nested_under_path": _bool(data, "payloadsNestedUnderPath",
-                                            defaults.payloads_nested_under_path, errors),
-        "webhook_creates_devices": _bool(data, "webhookCreatesDevices",
-                                         defaults.webhook_creates_devices, errors),
+        "max_consecutive_failures": _int(
+            data,
+            "maxConsecutiveFailures",
+            defaults.max_consecutive_failures,
+            errors,
+            minimum=1,
+            maximum=1000,
+        ),
+        "time_tolerance_seconds": _int(
+            data,
+            "timeToleranceSeconds",
+            defaults.time_tolerance_seconds,
+            errors,
+            minimum=0,
+            maximum=3600,
+        ),
+        "offline_after_minutes": _int(
+            data,
+            "offlineAfterMinutes",
+            defaults.offline_after_minutes,
+            errors,
+            minimum=1,
+            maximum=525_600,
+        ),
+        "payloads_nested_under_path": _bool(
+            data, "payloadsNestedUnderPath", defaults.payloads_nested_under_path, errors
+        ),
+        "webhook_creates_devices": _bool(
+            data, "webhookCreatesDevices", defaults.webhook_creates_devices, errors
+        ),
         "time_window": _time_window(data.get("timeWindow"), errors),
         "device_filter": _device_filter(data.get("deviceFilter"), errors),
         "extra": {k: v for k, v in data.items() if k not in KNOWN_KEYS},
@@ -233,8 +261,7 @@ def _bool(data: dict, key: str, default: bool, errors: _Errors) -> bool:
     return value
 
 
-def _int(data: dict, key: str, default: int, errors: _Errors, *, minimum: int,
-         maximum: int) -> int:
+def _int(data: dict, key: str, default: int, errors: _Errors, *, minimum: int, maximum: int) -> int:
     value = data.get(key, default)
     if value is None:
         return default
@@ -246,8 +273,9 @@ def _int(data: dict, key: str, default: int, errors: _Errors, *, minimum: int,
     return value
 
 
-def _number(data: dict, key: str, default: float, errors: _Errors, *, minimum: float,
-            maximum: float) -> float:
+def _number(
+    data: dict, key: str, default: float, errors: _Errors, *, minimum: float, maximum: float
+) -> float:
     value = data.get(key, default)
     if value is None:
         return default
@@ -275,7 +303,7 @@ _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 
 
 def parse_hhmm(value: Any) -> time:
-    """"HH:MM", 00:00-23:59; raises ValueError with a message staff can act on."""
+    """ "HH:MM", 00:00-23:59; raises ValueError with a message staff can act on."""
     if not isinstance(value, str) or not _HHMM.match(value.strip()):
         raise ValueError(f"{value!r} is not a time of day; use HH:MM between 00:00 and 23:59")
     hours, minutes = value.strip().split(":")
@@ -342,7 +370,9 @@ def _time_window(raw: Any, errors: _Errors) -> TimeWindow | None:
         or not days
         or any(isinstance(d, bool) or not isinstance(d, int) or not 0 <= d <= 6 for d in days)
     ):
-        errors.add("timeWindow.days", "must name at least one weekday (0 = Sunday ... 6 = Saturday)")
+        errors.add(
+            "timeWindow.days", "must name at least one weekday (0 = Sunday ... 6 = Saturday)"
+        )
     else:
         parsed["days"] = tuple(sorted(set(days)))
     if len(parsed) < 4:

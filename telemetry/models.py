@@ -96,7 +96,9 @@ class TelemetryRecord(models.Model):
             # "latest readings of a device"
             models.Index(fields=["device", "-device_timestamp"], name="telemetry_device_latest"),
             # "readings in a time range" (per integration, and across the table)
-            models.Index(fields=["integration", "device_timestamp"], name="telemetry_integration_time"),
+            models.Index(
+                fields=["integration", "device_timestamp"], name="telemetry_integration_time"
+            ),
             models.Index(fields=["-device_timestamp", "-id"], name="telemetry_newest"),
             # the few rows whose time awaits correction by the pull
             models.Index(

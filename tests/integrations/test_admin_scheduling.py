@@ -212,10 +212,14 @@ def test_changelist_shows_health_runs_readings_and_errors(admin_client, make_int
                      sync_error="Golioth rejected the API key (401)\ndetails")  # fmt: skip
     make_integration("resting", status="paused")
     for kind, inserted in [("webhook_received", 7), ("sync_import", 5), ("backfill", 100)]:
-        ActivityLog.objects.log(healthy, activity_type=kind, status="success",
-                                readings_inserted=inserted, started_at=now - timedelta(hours=1))  # fmt: skip
-    ActivityLog.objects.log(healthy, activity_type="sync_import", status="success",
-                            readings_inserted=1000, started_at=now - timedelta(hours=25))  # fmt: skip
+        ActivityLog.objects.log(
+            healthy, activity_type=kind, status="success", readings_inserted=inserted,
+            started_at=now - timedelta(hours=1),
+        )  # fmt: skip
+    ActivityLog.objects.log(
+        healthy, activity_type="sync_import", status="success", readings_inserted=1000,
+        started_at=now - timedelta(hours=25),
+    )  # fmt: skip
     html = page(admin_client.get(CHANGELIST))
     assert "push 7 / pull 105" in html
     assert "2 failed runs in a row: Golioth rejected the API key (401)" in html

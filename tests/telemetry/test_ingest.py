@@ -39,8 +39,11 @@ def test_ingest_stores_each_reading_once(integration, device):
 
 
 def test_ingest_keeps_microseconds_and_payload(integration, device):
-    ingest_readings([reading(device, 0, {"b": 1, "a": [1.5, None]})],
-                    integration_id=integration.pk, source="sync")
+    ingest_readings(
+        [reading(device, 0, {"b": 1, "a": [1.5, None]})],
+        integration_id=integration.pk,
+        source="sync",
+    )
 
     row = TelemetryRecord.objects.get()
     assert row.device_timestamp == T0
@@ -49,22 +52,27 @@ def test_ingest_keeps_microseconds_and_payload(integration, device):
 
 
 def test_ingest_same_payload_at_other_time_is_a_new_reading(integration, device):
-    result = ingest_readings([reading(device, 0, {"x": 1}), reading(device, 1, {"x": 1})],
-                             integration_id=integration.pk, source="sync")
+    result = ingest_readings(
+        [reading(device, 0, {"x": 1}), reading(device, 1, {"x": 1})],
+        integration_id=integration.pk,
+        source="sync",
+    )
     assert result.inserted == 2
 
 
 def test_ingest_batches_count_across_batch_boundaries(integration, device):
     readings = [reading(device, s) for s in range(25)]
-    result = ingest_readings(readings + readings[:7], integration_id=integration.pk,
-                             source="sync", batch_size=10)
+    result = ingest_readings(
+        readings + readings[:7], integration_id=integration.pk, source="sync", batch_size=10
+    )
     assert (result.inserted, result.duplicates) == (25, 7)
     assert TelemetryRecord.objects.count() == 25
 
 
 def test_ingest_moves_last_seen_forward_only(integration, device):
-    ingest_readings([reading(device, 10), reading(device, 3)], integration_id=integration.pk,
-                    source="sync")
+    ingest_readings(
+        [reading(device, 10), reading(device, 3)], integration_id=integration.pk, source="sync"
+    )
     device.refresh_from_db()
     assert device.last_seen == T0 + timedelta(seconds=10)
 
@@ -75,11 +83,13 @@ def test_ingest_moves_last_seen_forward_only(integration, device):
 
 def test_ingest_corrects_an_approximate_time_instead_of_doubling(integration, device):
     payload = {"temp": 30}
-    ingest_readings([reading(device, 40, payload, exact=False)], integration_id=integration.pk,
-                    source="webhook")
+    ingest_readings(
+        [reading(device, 40, payload, exact=False)], integration_id=integration.pk, source="webhook"
+    )
 
-    result = ingest_readings([reading(device, 0, payload)], integration_id=integration.pk,
-                             source="sync")
+    result = ingest_readings(
+        [reading(device, 0, payload)], integration_id=integration.pk, source="sync"
+    )
 
     row = TelemetryRecord.objects.get()
     assert (result.inserted, result.corrected) == (0, 1)
@@ -92,8 +102,9 @@ def test_ingest_approximate_copy_of_a_stored_reading_is_a_duplicate(integration,
     payload = {"temp": 30}
     ingest_readings([reading(device, 0, payload)], integration_id=integration.pk, source="sync")
 
-    result = ingest_readings([reading(device, 50, payload, exact=False)],
-                             integration_id=integration.pk, source="webhook")
+    result = ingest_readings(
+        [reading(device, 50, payload, exact=False)], integration_id=integration.pk, source="webhook"
+    )
 
     assert (result.inserted, result.duplicates) == (0, 1)
     assert TelemetryRecord.objects.count() == 1
@@ -101,8 +112,11 @@ def test_ingest_approximate_copy_of_a_stored_reading_is_a_duplicate(integration,
 
 def test_ingest_does_not_correct_beyond_the_tolerance(integration, device):
     payload = {"temp": 30}
-    ingest_readings([reading(device, 500, payload, exact=False)], integration_id=integration.pk,
-                    source="webhook")
+    ingest_readings(
+        [reading(device, 500, payload, exact=False)],
+        integration_id=integration.pk,
+        source="webhook",
+    )
     ingest_readings([reading(device, 0, payload)], integration_id=integration.pk, source="sync")
 
     assert TelemetryRecord.objects.count() == 2
