@@ -5,6 +5,11 @@ before anything else; this module turns one delivery into telemetry, inside `ato
 failure rolls the work back while the delivery row keeps the error and traceback (dj-stripe's
 pattern). The admin's "re-process" action and `manage.py reprocess_webhooks` run the same code
 again on failed deliveries; `prune_deliveries` drops old ones.
+
+Activity: one `webhook_received` entry per integration per minute, added `started` by the minute's
+first delivery; readings link to it. No delivery writes to it: concurrent requests would all
+queue on that one row's lock. Once the minute is over, `roll_up_webhook_minutes` (the dispatcher,
+every minute) fills its counts from the minute's deliveries.
 """
 
 from __future__ import annotations
@@ -15,8 +20,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from django.db import DatabaseError, transaction
-from django.db.models import F
+from django.db import DatabaseError, connection, transaction
+from django.db.models import Count, F, Max, Q, Sum
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.datastructures import CaseInsensitiveMapping
 
@@ -29,7 +35,7 @@ from integrations.golioth.webhook_payloads import (
 from integrations.models import ActivityLog, DeviceIntegration, WebhookDelivery
 from integrations.sync_settings import SyncSettings
 from telemetry.ingest import IngestResult, Reading, ingest_readings
-from telemetry.models import Device, TelemetryRecord, device_status
+from telemetry.models import Device, TelemetryRecord
 
 logger = logging.getLogger(__name__)
 
@@ -83,17 +89,14 @@ def process_delivery(
     *,
     integration: DeviceIntegration | None = None,
     activity_id: int | None = None,
-    roll_up: bool = False,
 ) -> DeliveryResult:
     """Parse and store one delivery, and record the outcome on its row.
 
-    Readings link to activity entry `activity_id`; with `roll_up` the delivery's counts are also
-    added to that entry. Readings, outcome and counts commit together. A DatabaseError is
-    recorded (when the database still answers) and raised again, so the view answers 503 and
-    Golioth retries; anything else is recorded with its traceback.
+    Readings link to activity entry `activity_id`; readings and outcome commit together. A
+    DatabaseError is recorded (when the database still answers) and raised again, so the view
+    answers 503 and Golioth retries; anything else is recorded with its traceback.
     """
     integration = integration or delivery.integration
-    roll_up_into = activity_id if roll_up else None
     try:
         sync_settings = integration.sync_settings
         message = parse_webhook(
@@ -105,7 +108,7 @@ def process_delivery(
         )
         if message.reading is None:
             result = DeliveryResult(Outcome.IGNORED, reason=message.ignored)
-            return conclude_delivery(delivery, result, roll_up_into=roll_up_into)
+            return conclude_delivery(delivery, result)
         with transaction.atomic():
             result = store_reading(
                 message.reading,
@@ -113,29 +116,27 @@ def process_delivery(
                 sync_settings=sync_settings,
                 activity_id=activity_id,
             )
-            return conclude_delivery(delivery, result, roll_up_into=roll_up_into)
+            return conclude_delivery(delivery, result)
     except PayloadError as exc:
         failure = "media-type" if isinstance(exc, UnsupportedMediaType) else "input"
         result = DeliveryResult(Outcome.FAILED, reason=str(exc), failure=failure)
-        return conclude_delivery(delivery, result, roll_up_into=roll_up_into)
+        return conclude_delivery(delivery, result)
     except DatabaseError as exc:
-        _record_crash(delivery, exc, roll_up_into=roll_up_into)
+        _record_crash(delivery, exc)
         raise
     except Exception as exc:
         logger.exception("webhook: delivery %s failed", delivery.pk)
-        return _record_crash(delivery, exc, roll_up_into=roll_up_into)
+        return _record_crash(delivery, exc)
 
 
-def _record_crash(
-    delivery: WebhookDelivery, exc: BaseException, *, roll_up_into: int | None
-) -> DeliveryResult:
+def _record_crash(delivery: WebhookDelivery, exc: BaseException) -> DeliveryResult:
     result = DeliveryResult(
         Outcome.FAILED,
         reason=f"{type(exc).__name__}: {exc}".splitlines()[0][:500],
         failure="internal",
     )
     try:
-        conclude_delivery(delivery, result, roll_up_into=roll_up_into, trace=traceback.format_exc())
+        conclude_delivery(delivery, result, trace=traceback.format_exc())
     except DatabaseError:
         logger.exception("webhook: could not record the failure of delivery %s", delivery.pk)
     return result
@@ -151,27 +152,37 @@ def store_reading(
     if reading.project_id not in ("", integration.project_id):
         reason = f"project {reading.project_id!r} is not this integration's project"
         return DeliveryResult(Outcome.REJECTED, reason=reason[:300])
-    device = _find_device(integration, reading.device_external_id, sync_settings=sync_settings)
-    if device is None:
+    seen = _see_device(integration, reading, sync_settings=sync_settings)
+    if seen is None and sync_settings.webhook_creates_devices:
+        # Golioth sends no device name in a webhook; the next pull fills it in.
+        Device.objects.get_or_create(
+            integration=integration,
+            external_id=reading.device_external_id,
+            defaults={"name": reading.device_external_id},
+        )
+        seen = _see_device(integration, reading, sync_settings=sync_settings)
+    if seen is None:
         reason = (
             f"unknown device {reading.device_external_id!r}: this integration does not add "
             "devices from webhooks (webhookCreatesDevices is off)"
         )
         return DeliveryResult(Outcome.REJECTED, reason=reason)
+    device_pk, approximate_stored = seen
     ingested = ingest_readings(
-        [_as_reading(reading, device)],
+        [_as_reading(reading, device_pk)],
         integration_id=integration.pk,
         source=TelemetryRecord.Source.WEBHOOK,
         activity_id=activity_id,
         time_tolerance=timedelta(seconds=sync_settings.time_tolerance_seconds),
+        advance_last_seen=False,
+        approximate_stored=approximate_stored,
     )
-    _refresh_status(device, reading.timestamp, sync_settings=sync_settings)
     return _ingest_outcome(ingested)
 
 
-def _as_reading(reading: WebhookReading, device: Device) -> Reading:
+def _as_reading(reading: WebhookReading, device_pk: int) -> Reading:
     return Reading(
-        device_pk=device.pk,
+        device_pk=device_pk,
         device_external_id=reading.device_external_id,
         timestamp=reading.timestamp,
         payload=reading.payload,
@@ -185,39 +196,48 @@ def _ingest_outcome(ingested: IngestResult) -> DeliveryResult:
     return DeliveryResult(outcome, stored=ingested.inserted, duplicates=ingested.duplicates)
 
 
-def _find_device(
-    integration: DeviceIntegration, external_id: str, *, sync_settings: SyncSettings
-) -> Device | None:
-    devices = Device.objects.only("pk", "status", "last_seen")
-    device = next(iter(devices.filter(integration=integration, external_id=external_id)[:1]), None)
-    if device is None and sync_settings.webhook_creates_devices:
-        # Golioth sends no device name in a webhook; the next pull fills it in.
-        device, _ = Device.objects.get_or_create(
-            integration=integration, external_id=external_id, defaults={"name": external_id}
-        )
-    return device
+def _see_device(
+    integration: DeviceIntegration, reading: WebhookReading, *, sync_settings: SyncSettings
+) -> tuple[int, bool] | None:
+    """Move the device's last_seen forward to the reading, its status following it, and return
+    its pk and whether it has stored rows whose time is approximate (ingest's reconciliation
+    needs a search only then): one statement, the lookup being the update. None when the
+    integration has no such device.
 
-
-def _refresh_status(device: Device, reading_time: datetime, *, sync_settings: SyncSettings) -> None:
-    """Ingest moved last_seen; the status follows it (one UPDATE only when it changes)."""
-    newest = max(filter(None, (device.last_seen, reading_time)))
-    status = device_status(
-        newest,
-        now=timezone.now(),
-        offline_after=timedelta(minutes=sync_settings.offline_after_minutes),
+    The status is `telemetry.models.device_status` of the newest time, in SQL as
+    device_sync.refresh_statuses has it. The approximate rows are found in the
+    `telemetry_inexact_time` partial index. Raw SQL because the ORM's UPDATE returns no columns
+    (RETURNING: PostgreSQL, SQLite >= 3.35).
+    """
+    adapt = connection.ops.adapt_datetimefield_value
+    cutoff = timezone.now() - timedelta(minutes=sync_settings.offline_after_minutes)
+    devices, readings = Device._meta.db_table, TelemetryRecord._meta.db_table
+    newest = "CASE WHEN last_seen > %(seen)s THEN last_seen ELSE %(seen)s END"
+    sql = (
+        f"UPDATE {devices} SET last_seen = {newest}, "  # noqa: S608
+        f"status = CASE WHEN {newest} >= %(cutoff)s THEN %(online)s ELSE %(offline)s END "
+        "WHERE integration_id = %(integration)s AND external_id = %(device)s "
+        f"RETURNING id, EXISTS (SELECT 1 FROM {readings} "
+        f"WHERE {readings}.device_id = {devices}.id AND NOT {readings}.time_exact)"
     )
-    if status != device.status:
-        Device.objects.filter(pk=device.pk).update(status=status)
+    params = {
+        "seen": adapt(reading.timestamp),
+        "cutoff": adapt(cutoff),
+        "online": Device.Status.ONLINE,
+        "offline": Device.Status.OFFLINE,
+        "integration": integration.pk,
+        "device": reading.device_external_id,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    return (row[0], bool(row[1])) if row else None
 
 
 def conclude_delivery(
-    delivery: WebhookDelivery,
-    result: DeliveryResult,
-    *,
-    roll_up_into: int | None = None,
-    trace: str = "",
+    delivery: WebhookDelivery, result: DeliveryResult, *, trace: str = ""
 ) -> DeliveryResult:
-    """Record the outcome on the delivery row and, given an entry id, add it to that entry."""
+    """Record the outcome on the delivery row."""
     delivery.outcome = result.outcome
     delivery.error = result.reason
     delivery.traceback = trace
@@ -233,23 +253,86 @@ def conclude_delivery(
         processed_at=delivery.processed_at,
         attempts=F("attempts") + 1,
     )
-    if roll_up_into is not None:
-        _roll_up(roll_up_into, delivery, result)
     return result
 
 
-def _roll_up(entry_id: int, delivery: WebhookDelivery, result: DeliveryResult) -> None:
-    # Last statement of the transaction: the entry's row lock is held only until the commit.
-    carried_reading = result.outcome in (Outcome.PROCESSED, Outcome.DUPLICATE)
-    failed = result.outcome in (Outcome.FAILED, Outcome.REJECTED)
-    ActivityLog.objects.add_counts(
-        entry_id,
-        completed_at=delivery.processed_at or timezone.now(),
-        failure=f"delivery {delivery.pk}: {result.reason}" if failed else "",
-        api_calls=1,
-        readings_fetched=1 if carried_reading else 0,
-        readings_inserted=result.stored,
-        readings_duplicate=result.duplicates,
+# --- the activity entry of each minute -----------------------------------------------------------
+
+MINUTE = timedelta(minutes=1)
+# A delivery is stored with its minute's received_at before it is processed: give the last ones of
+# a minute this long to finish before their outcomes are counted.
+ROLL_UP_GRACE = timedelta(seconds=15)
+# Per process: integration token -> (minute, entry id). Tokens, not pks: a pk can come back
+# (SQLite reuses the ids a rollback freed), a token never does.
+_minute_entries: dict[str, tuple[datetime, int]] = {}
+MINUTE_ENTRIES_CACHED = 1000
+
+
+def webhook_minute_entry(integration: DeviceIntegration, *, at: datetime) -> int:
+    """The id of `integration`'s `webhook_received` entry for the minute of `at`: read from the
+    database once a minute per process, not once a request."""
+    minute = at.replace(second=0, microsecond=0)
+    cached = _minute_entries.get(integration.webhook_token)
+    if cached is not None and cached[0] == minute:
+        return cached[1]
+    # The minutes this integration ended while no dispatcher ran are filled here too.
+    roll_up_webhook_minutes(now=at, integration_id=integration.pk)
+    entry_id = ActivityLog.objects.minute_entry(
+        integration,
+        activity_type=ActivityLog.ActivityType.WEBHOOK_RECEIVED,
+        trigger=ActivityLog.Trigger.WEBHOOK,
+        at=at,
+        message="Webhook deliveries received in this minute.",
+    )
+    if len(_minute_entries) >= MINUTE_ENTRIES_CACHED:
+        _minute_entries.clear()
+    _minute_entries[integration.webhook_token] = (minute, entry_id)
+    return entry_id
+
+
+def forget_minute_entries() -> None:
+    """Drop the cached entry ids (after a database error: an entry may have been rolled back)."""
+    _minute_entries.clear()
+
+
+def roll_up_webhook_minutes(
+    *, now: datetime | None = None, integration_id: int | None = None
+) -> int:
+    """Fill the counts of the `webhook_received` entries whose minute is over from that minute's
+    deliveries; each entry once (`started` -> success or partial). Returns how many."""
+    now = now or timezone.now()
+    due = ActivityLog.objects.filter(
+        activity_type=ActivityLog.ActivityType.WEBHOOK_RECEIVED,
+        status=ActivityLog.Status.STARTED,
+        started_at__lte=now - MINUTE - ROLL_UP_GRACE,
+    )
+    if integration_id is not None:
+        due = due.filter(integration_id=integration_id)
+    entries = list(due.values_list("pk", "integration_id", "started_at"))
+    for entry_id, owner, minute in entries:
+        _fill_minute_entry(entry_id, integration_id=owner, minute=minute)
+    return len(entries)
+
+
+def _fill_minute_entry(entry_id: int, *, integration_id: int, minute: datetime) -> None:
+    deliveries = WebhookDelivery.objects.filter(
+        integration_id=integration_id, received_at__gte=minute, received_at__lt=minute + MINUTE
+    )
+    counts = deliveries.aggregate(
+        api_calls=Count("pk"),
+        readings_fetched=Count("pk", filter=Q(outcome__in=(Outcome.PROCESSED, Outcome.DUPLICATE))),
+        readings_inserted=Coalesce(Sum("readings_stored"), 0),
+        readings_duplicate=Coalesce(Sum("readings_duplicate"), 0),
+    )
+    last_done = deliveries.aggregate(at=Max("processed_at"))["at"]
+    failed = deliveries.filter(outcome__in=(Outcome.FAILED, Outcome.REJECTED))
+    failure = failed.order_by("-received_at", "-pk").values_list("pk", "error").first()
+    ActivityLog.objects.filter(pk=entry_id, status=ActivityLog.Status.STARTED).update(
+        status=ActivityLog.Status.PARTIAL if failure else ActivityLog.Status.SUCCESS,
+        error_message=f"delivery {failure[0]}: {failure[1]}"[:2000] if failure else "",
+        completed_at=last_done or minute + MINUTE,
+        response_time_ms=0,
+        **counts,
     )
 
 

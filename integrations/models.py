@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings as django_settings
-from django.db import models
+from django.db import models, transaction
 from django.db.models import F
 from django.urls import reverse
 from django.utils import timezone
@@ -181,7 +181,8 @@ class ActivityLogManager(models.Manager["ActivityLog"]):
     ) -> int:
         """Fail entries left `started` by work that died (a killed worker never finishes)."""
         stale = self.filter(
-            integration=integration, status=ActivityLog.Status.STARTED,
+            integration=integration,
+            status=ActivityLog.Status.STARTED,
             activity_type__in=activity_types,
         )
         failed, now = ActivityLog.Status.FAILED, timezone.now()
@@ -197,31 +198,51 @@ class ActivityLogManager(models.Manager["ActivityLog"]):
         return entry
 
     def minute_entry(
-        self, integration: DeviceIntegration, *, activity_type: str, trigger: str, at: datetime,
+        self,
+        integration: DeviceIntegration,
+        *,
+        activity_type: str,
+        trigger: str,
+        at: datetime,
         message: str,
     ) -> int:
-        """The id of `integration`'s roll-up entry for the minute of `at`; the first writer adds it.
+        """The id of `integration`'s entry for the minute of `at`; the first writer adds it,
+        `started` until the minute's counts are filled in (integrations.deliveries).
 
-        Two first writers racing may add two entries for one minute: their counts still add up.
+        Those counts are the whole minute's, so a minute has one entry: a writer that finds none
+        takes the integration's row lock and looks again before adding it.
         """
         minute = at.replace(second=0, microsecond=0)
-        found = (
-            self.filter(integration=integration, activity_type=activity_type, started_at=minute)
-            .values_list("pk", flat=True)
-            .first()
+        entries = self.filter(
+            integration=integration, activity_type=activity_type, started_at=minute
         )
+        found = entries.values_list("pk", flat=True).first()
         if found is not None:
             return found
-        entry = self.log(
-            integration, activity_type=activity_type, status=ActivityLog.Status.SUCCESS,
-            trigger=trigger, started_at=minute, completed_at=at, response_time_ms=0,
-            message=message,
-        )
-        return entry.pk
+        with transaction.atomic():
+            # A no-op on SQLite, whose IMMEDIATE transactions already take turns.
+            locked = DeviceIntegration.objects.select_for_update().filter(pk=integration.pk)
+            list(locked.values_list("pk"))
+            found = entries.values_list("pk", flat=True).first()
+            if found is None:
+                found = self.start(
+                    integration,
+                    activity_type=activity_type,
+                    trigger=trigger,
+                    started_at=minute,
+                    message=message,
+                ).pk
+        return found
 
     def add_counts(
-        self, entry_id: int, *, completed_at: datetime, failure: str = "",
-        status: str | None = None, message: str | None = None, **counts: int,
+        self,
+        entry_id: int,
+        *,
+        completed_at: datetime,
+        failure: str = "",
+        status: str | None = None,
+        message: str | None = None,
+        **counts: int,
     ) -> int:
         """Add to an entry's counters in one UPDATE; F() so concurrent writers never lose a count.
 
@@ -305,7 +326,8 @@ class ActivityLog(models.Model):
 
     def __str__(self) -> str:
         who = self.integration.name if self.integration_id else "gsync"
-        return f"{who}: {self.get_activity_type_display()} {self.status} at {self.started_at:%Y-%m-%d %H:%M:%S}"
+        when = f"{self.started_at:%Y-%m-%d %H:%M:%S}"
+        return f"{who}: {self.get_activity_type_display()} {self.status} at {when}"
 
 
 class WebhookDelivery(models.Model):
@@ -338,7 +360,9 @@ class WebhookDelivery(models.Model):
         ordering = ["-received_at", "-id"]
         indexes = [
             models.Index(fields=["outcome", "-received_at"], name="delivery_outcome_newest"),
-            models.Index(fields=["integration", "-received_at"], name="delivery_integration_newest"),
+            models.Index(
+                fields=["integration", "-received_at"], name="delivery_integration_newest"
+            ),
         ]
         verbose_name_plural = "webhook deliveries"
 

@@ -21,7 +21,7 @@ from django_q.tasks import async_task
 
 from integrations.models import ActivityLog, DeviceIntegration, Heartbeat
 from integrations.sync import skip_reason, sync_integration
-from integrations.webhooks import prune_deliveries
+from integrations.webhooks import prune_deliveries, roll_up_webhook_minutes
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +84,7 @@ def dispatch_due_integrations(*, now: datetime | None = None) -> list[int]:
         pk for pk in _due_integration_ids(now=now, tick=tick) if _enqueue(pk, now=now, tick=tick)
     ]
     _maybe_prune(now=now)
+    roll_up_webhook_minutes(now=now)
     Heartbeat.objects.update_or_create(
         name=DISPATCH_BEAT, defaults={"beat_at": now, "detail": {"queued": len(queued)}}
     )

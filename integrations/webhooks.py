@@ -5,10 +5,11 @@ on its own), then processed inside `atomic()` by integrations.deliveries, so a f
 work back while the delivery row keeps the error and traceback for a re-process. The view is
 non-atomic for that reason.
 
-Activity: one `webhook_received` entry per integration per minute, its counters added with F() by
-each delivery (`api_calls` counts the deliveries received). A fleet pushing every few seconds would
-otherwise write thousands of entries an hour and bury the sync entries staff look for; every
-delivery is still kept, one by one, in `webhook_deliveries`.
+Activity: one `webhook_received` entry per integration per minute, its counters filled from the
+minute's deliveries once it is over (`api_calls` counts the deliveries received; see
+integrations.deliveries). A fleet pushing every few seconds would otherwise write thousands of
+entries an hour and bury the sync entries staff look for; every delivery is still kept, one by
+one, in `webhook_deliveries`.
 
 What the sender gets back (every answer but HEAD's is JSON):
   200 {"stored": n, "duplicates": m}  stored, or already stored (legacy non-stream events add
@@ -35,7 +36,7 @@ from datetime import datetime
 
 from django.conf import settings
 from django.db import DatabaseError, transaction
-from django.db.models import F, OuterRef, Subquery
+from django.db.models import F
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
@@ -44,12 +45,15 @@ from integrations.deliveries import (
     DeliveryResult,
     ReprocessResult,
     conclude_delivery,
+    forget_minute_entries,
     process_delivery,
     prune_deliveries,
     reprocess_deliveries,
+    roll_up_webhook_minutes,
+    webhook_minute_entry,
 )
 from integrations.golioth.webhook_payloads import parse_webhook
-from integrations.models import ActivityLog, DeviceIntegration, WebhookDelivery
+from integrations.models import DeviceIntegration, WebhookDelivery
 
 __all__ = [
     "ReprocessResult",
@@ -59,6 +63,7 @@ __all__ = [
     "process_delivery",
     "prune_deliveries",
     "reprocess_deliveries",
+    "roll_up_webhook_minutes",
 ]
 
 logger = logging.getLogger(__name__)
@@ -86,6 +91,7 @@ def golioth_webhook(request: HttpRequest, token: str) -> HttpResponse:
         return _receive(request, token)
     except DatabaseError:
         logger.exception("webhook: database unavailable, answering 503 so the sender retries")
+        forget_minute_entries()
         response = _error(503, "database unavailable, retry later")
         response["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return response
@@ -93,7 +99,7 @@ def golioth_webhook(request: HttpRequest, token: str) -> HttpResponse:
 
 def _receive(request: HttpRequest, token: str) -> HttpResponse:
     now = timezone.now()
-    integration = _find_integration(token, now=now)
+    integration = _find_integration(token)
     if integration is None:
         return _error(404, "not found")
     if not _authenticated(request, integration):
@@ -104,19 +110,13 @@ def _receive(request: HttpRequest, token: str) -> HttpResponse:
     delivery = store_delivery(
         integration=integration, request=request, body=body or b"", received_at=now
     )
-    entry_id = integration.minute_entry_id or ActivityLog.objects.minute_entry(
-        integration,
-        activity_type=ActivityLog.ActivityType.WEBHOOK_RECEIVED,
-        trigger=ActivityLog.Trigger.WEBHOOK,
-        at=now,
-        message="Webhook deliveries received in this minute.",
-    )
+    # Added even for a refused body: the minute's entry counts every delivery.
+    entry_id = webhook_minute_entry(integration, at=now)
     if body is None:
         reason = f"body is larger than the {limit}-byte limit (GSYNC_WEBHOOK_MAX_BYTES); not kept"
-        result = DeliveryResult(Outcome.FAILED, reason=reason)
-        conclude_delivery(delivery, result, roll_up_into=entry_id)
+        conclude_delivery(delivery, DeliveryResult(Outcome.FAILED, reason=reason))
         return _error(413, reason)
-    result = process_delivery(delivery, integration=integration, activity_id=entry_id, roll_up=True)
+    result = process_delivery(delivery, integration=integration, activity_id=entry_id)
     return _answer(result)
 
 
@@ -141,19 +141,9 @@ def _error(status: int, message: str) -> JsonResponse:
 # --- authentication, body, storage ---------------------------------------------------------------
 
 
-def _find_integration(token: str, *, now: datetime) -> DeviceIntegration | None:
-    """The integration, with the id of this minute's activity entry when there is one already:
-    one query on the hot path instead of two."""
-    minute_entry = ActivityLog.objects.filter(
-        integration=OuterRef("pk"),
-        activity_type=ActivityLog.ActivityType.WEBHOOK_RECEIVED,
-        started_at=now.replace(second=0, microsecond=0),
-    ).order_by("pk")
-    return (
-        DeviceIntegration.objects.filter(webhook_token=token, webhook_enabled=True)
-        .annotate(minute_entry_id=Subquery(minute_entry.values("pk")[:1]))
-        .first()
-    )
+def _find_integration(token: str) -> DeviceIntegration | None:
+    enabled = DeviceIntegration.objects.filter(webhook_token=token, webhook_enabled=True)
+    return next(iter(enabled[:1]), None)
 
 
 def _authenticated(request: HttpRequest, integration: DeviceIntegration) -> bool:

@@ -90,17 +90,28 @@ def ingest_readings(
     activity_id: int | None = None,
     time_tolerance: timedelta = timedelta(seconds=120),
     batch_size: int = BATCH_SIZE,
+    advance_last_seen: bool = True,
+    approximate_stored: bool = True,
 ) -> IngestResult:
-    """Store `readings` (any iterable, consumed lazily), each batch in its own transaction."""
+    """Store `readings` (any iterable, consumed lazily), each batch in its own transaction.
+
+    Inside a caller's transaction a batch joins it (no savepoint: two round trips a webhook would
+    pay for nothing, since an error rolls the caller back too). `advance_last_seen=False` when
+    the caller moves the devices' last_seen itself (the webhook, with the status, in one UPDATE).
+    `approximate_stored=False` when the caller knows the devices have no stored row whose time
+    is approximate: exact readings then have nothing to reconcile and skip the search.
+    """
     result = IngestResult()
     for batch in _batched(readings, batch_size):
-        with transaction.atomic():
+        with transaction.atomic(savepoint=False):
             result += _ingest_batch(
                 batch,
                 integration_id=integration_id,
                 source=source,
                 activity_id=activity_id,
                 tolerance=time_tolerance,
+                advance_last_seen=advance_last_seen,
+                approximate_stored=approximate_stored,
             )
     return result
 
@@ -126,17 +137,21 @@ def _ingest_batch(
     source: str,
     activity_id: int | None,
     tolerance: timedelta,
+    advance_last_seen: bool,
+    approximate_stored: bool,
 ) -> IngestResult:
     rows, rejected = _keyed_rows(batch, integration_id=integration_id)
     accepted = len(batch) - rejected
     result = IngestResult(duplicates=accepted - len(rows), rejected=rejected)
-    fresh, corrected, known = _reconcile_approximate_times(list(rows.values()), tolerance)
-    result.corrected = corrected
-    result.duplicates += known
+    fresh = list(rows.values())
+    if approximate_stored or not all(row.reading.time_exact for row in fresh):
+        fresh, result.corrected, known = _reconcile_approximate_times(fresh, tolerance)
+        result.duplicates += known
     inserted = _insert(fresh, integration_id=integration_id, source=source, activity_id=activity_id)
     result.inserted = inserted
     result.duplicates += len(fresh) - inserted
-    _advance_last_seen([row.reading for row in rows.values()])
+    if advance_last_seen:
+        _advance_last_seen([row.reading for row in rows.values()])
     return result
 
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 import io
 import json
 import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import cbor2
@@ -11,7 +13,8 @@ from django.db import connection
 from django.utils import timezone
 
 from integrations.models import ActivityLog, DeviceIntegration, WebhookDelivery
-from integrations.webhooks import pipeline_yaml
+from integrations.scheduling import dispatch_due_integrations
+from integrations.webhooks import pipeline_yaml, roll_up_webhook_minutes
 from telemetry.models import Device, TelemetryRecord
 
 SECRET = "whsec-test-0123456789-abcdef"
@@ -155,6 +158,45 @@ def test_webhook_without_golioth_time_stores_receive_time_as_approximate(client,
     assert row.device_timestamp == WebhookDelivery.objects.get().received_at
 
 
+def test_webhook_with_time_corrects_the_approximate_copy_of_the_same_reading(client, hooked):
+    first = post(client, hooked, {"temp": 7}, headers=ce_headers(time=None))
+    approximate = TelemetryRecord.objects.get()
+    when = approximate.device_timestamp - timedelta(seconds=3)
+
+    again = post(client, hooked, {"temp": 7}, headers=ce_headers(time=when))
+    other = post(client, hooked, {"temp": 8}, headers=ce_headers(time=when))
+
+    assert first.json() == {"stored": 1, "duplicates": 0}
+    assert again.json() == {"stored": 0, "duplicates": 1}
+    assert other.json() == {"stored": 1, "duplicates": 0}
+    row = TelemetryRecord.objects.get(pk=approximate.pk)
+    assert (row.device_timestamp, row.time_exact) == (when, True)
+    assert TelemetryRecord.objects.count() == 2
+
+
+def test_webhook_without_time_after_the_exact_copy_is_a_duplicate(client, hooked):
+    post(client, hooked, {"temp": 7}, headers=ce_headers(time=recent(25)))
+
+    response = post(client, hooked, {"temp": 7}, headers=ce_headers(time=None))
+
+    assert response.json() == {"stored": 0, "duplicates": 1}
+    assert TelemetryRecord.objects.get().time_exact is True
+
+
+def test_webhook_moves_last_seen_forward_only_and_status_follows(client, hooked, make_device):
+    old = timezone.now() - timedelta(hours=3)
+    make_device(hooked, DEVICE, status="online", last_seen=old + timedelta(minutes=1))
+
+    post(client, hooked, {"temp": 1}, headers=ce_headers(time=old))
+    device = Device.objects.get()
+    assert (device.last_seen, device.status) == (old + timedelta(minutes=1), "offline")
+
+    when = recent()
+    post(client, hooked, {"temp": 2}, headers=ce_headers(time=when))
+    device.refresh_from_db()
+    assert (device.last_seen, device.status) == (when, "online")
+
+
 def test_webhook_nests_payload_when_the_integration_says_so(client, make_integration):
     integration = make_integration(
         "legacy", webhook_enabled=True, settings={"payloadsNestedUnderPath": True}
@@ -212,15 +254,81 @@ def test_webhook_rolls_deliveries_of_one_minute_into_one_activity_entry(client, 
     post(client, hooked, {"n": 1}, headers=ce_headers(time=when))
     post(client, hooked, b"{", headers=ce_headers(time=when))
 
+    rolled_up = roll_up_webhook_minutes(now=timezone.now() + timedelta(minutes=2))
+
     entries = ActivityLog.objects.filter(activity_type="webhook_received")
     minutes = {
         d.received_at.replace(second=0, microsecond=0) for d in WebhookDelivery.objects.all()
     }
-    assert entries.count() == len(minutes)
-    totals = [(e.api_calls, e.readings_inserted, e.readings_duplicate) for e in entries]
-    assert tuple(map(sum, zip(*totals, strict=True))) == (3, 1, 1)
+    assert entries.count() == rolled_up == len(minutes)
+    totals = [
+        (e.api_calls, e.readings_fetched, e.readings_inserted, e.readings_duplicate)
+        for e in entries
+    ]
+    assert tuple(map(sum, zip(*totals, strict=True))) == (3, 2, 1, 1)
     assert any(e.status == "partial" and "malformed JSON" in e.error_message for e in entries)
     assert TelemetryRecord.objects.get().activity_id in {e.pk for e in entries}
+
+
+def test_webhook_activity_entry_is_started_until_its_minute_is_rolled_up(client, hooked):
+    post(client, hooked, {"n": 1}, headers=ce_headers(time=recent()))
+    entry = ActivityLog.objects.get(activity_type="webhook_received")
+    minute_over = entry.started_at + timedelta(minutes=1, seconds=20)
+
+    assert (entry.status, entry.api_calls, entry.completed_at) == ("started", 0, None)
+    assert roll_up_webhook_minutes(now=entry.started_at + timedelta(seconds=59)) == 0
+    assert roll_up_webhook_minutes(now=minute_over) == 1
+    assert roll_up_webhook_minutes(now=minute_over) == 0  # once
+
+    entry.refresh_from_db()
+    assert (entry.status, entry.api_calls, entry.readings_inserted) == ("success", 1, 1)
+    assert entry.completed_at == WebhookDelivery.objects.get().processed_at
+
+
+def test_webhook_next_minute_rolls_up_the_minutes_before(client, hooked, monkeypatch):
+    first = timezone.now().replace(second=30, microsecond=0) - timedelta(minutes=5)
+    monkeypatch.setattr(timezone, "now", lambda: first)
+    post(client, hooked, {"n": 1}, headers=ce_headers(time=first))
+    post(client, hooked, {"n": 1}, headers=ce_headers(time=first))
+    monkeypatch.setattr(timezone, "now", lambda: first + timedelta(minutes=2))
+    post(client, hooked, {"n": 2}, headers=ce_headers(time=first))
+
+    entries = ActivityLog.objects.filter(activity_type="webhook_received").order_by("started_at")
+    summary = [(e.status, e.api_calls, e.readings_inserted, e.readings_duplicate) for e in entries]
+    assert summary == [("success", 2, 1, 1), ("started", 0, 0, 0)]
+
+
+def test_webhook_minutes_are_rolled_up_by_the_dispatcher(client, hooked):
+    post(client, hooked, {"n": 1}, headers=ce_headers(time=recent()))
+    post(client, hooked, b"[1]", headers=ce_headers(time=recent()))
+    entry = ActivityLog.objects.get(activity_type="webhook_received")
+
+    dispatch_due_integrations(now=entry.started_at + timedelta(minutes=2))
+
+    entry.refresh_from_db()
+    assert (entry.status, entry.api_calls, entry.readings_inserted) == ("partial", 2, 1)
+    failed = WebhookDelivery.objects.get(outcome="failed")
+    assert entry.error_message == f"delivery {failed.pk}: {failed.error}"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_webhook_concurrent_first_deliveries_add_one_minute_entry(hooked):
+    now, start = timezone.now(), threading.Barrier(4)
+
+    def first_writer() -> int:
+        start.wait()
+        try:
+            return ActivityLog.objects.minute_entry(
+                hooked, activity_type="webhook_received", trigger="webhook", at=now, message="m"
+            )
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(4) as pool:
+        ids = set(pool.map(lambda _: first_writer(), range(4)))
+
+    assert len(ids) == 1
+    assert ActivityLog.objects.filter(activity_type="webhook_received").count() == 1
 
 
 def test_webhook_few_queries_for_a_known_device(
