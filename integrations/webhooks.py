@@ -143,7 +143,9 @@ def _error(status: int, message: str) -> JsonResponse:
 
 def _find_integration(token: str) -> DeviceIntegration | None:
     enabled = DeviceIntegration.objects.filter(webhook_token=token, webhook_enabled=True)
-    return next(iter(enabled[:1]), None)
+    # What a delivery needs; the sync state and the encrypted key stay in the database.
+    needed = enabled.only("project_id", "settings", "webhook_token", "webhook_secrets")
+    return next(iter(needed[:1]), None)
 
 
 def _authenticated(request: HttpRequest, integration: DeviceIntegration) -> bool:
