@@ -41,29 +41,28 @@ def test_connection(
     integration: DeviceIntegration, *, trigger: str = ActivityLog.Trigger.ADMIN
 ) -> ActivityLog:
     """GET the project: proves the base URL, the key and the project id; logs the answer."""
-    started = timezone.now()
+    entry = {
+        "activity_type": ActivityLog.ActivityType.TEST_CONNECTION,
+        "direction": ActivityLog.Direction.OUTGOING,
+        "trigger": trigger,
+        "started_at": timezone.now(),
+    }
     try:
         with make_client(integration) as client:
             project = client.get_project()
     except (*EXPECTED_ERRORS, ValueError) as exc:
         return ActivityLog.objects.log(
             integration,
-            activity_type=ActivityLog.ActivityType.TEST_CONNECTION,
+            **entry,
             status=Status.FAILED,
-            direction=ActivityLog.Direction.OUTGOING,
-            trigger=trigger,
-            started_at=started,
             message="Connection test failed",
             error_message=describe_error(exc, integration=integration),
         )
     name = project.get("name") if isinstance(project, dict) else None
     return ActivityLog.objects.log(
         integration,
-        activity_type=ActivityLog.ActivityType.TEST_CONNECTION,
+        **entry,
         status=Status.SUCCESS,
-        direction=ActivityLog.Direction.OUTGOING,
-        trigger=trigger,
-        started_at=started,
         api_calls=1,
         message=f"Connected to project {integration.project_id}" + (f" ({name})" if name else ""),
     )

@@ -38,7 +38,7 @@ def _postgresql_only():
     if connection.vendor != "postgresql":
         pytest.skip(
             "needs PostgreSQL (DATABASE_URL=postgres://...): the worker processes must share the "
-            "test database, and pytest-django's SQLite test database lives in this process's memory"
+            "test database, and the SQLite test database is private to this test process"
         )
 
 
