@@ -58,6 +58,8 @@ SYNC_FIELDS = [
     "max_consecutive_failures",
     "time_tolerance_seconds",
     "offline_after_minutes",
+    "reconcile_lookback_hours",
+    "reconcile_interval_minutes",
 ]
 WINDOW_FIELDS = ["window_enabled", ("window_start", "window_end"), "window_timezone", "window_days"]
 FILTER_FIELDS = [

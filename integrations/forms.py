@@ -32,6 +32,8 @@ SETTINGS_FIELDS = {
     "offlineAfterMinutes": "offline_after_minutes",
     "payloadsNestedUnderPath": "payloads_nested_under_path",
     "webhookCreatesDevices": "webhook_creates_devices",
+    "reconcileLookbackHours": "reconcile_lookback_hours",
+    "reconcileIntervalMinutes": "reconcile_interval_minutes",
     "timeWindow.start": "window_start",
     "timeWindow.end": "window_end",
     "timeWindow.timezone": "window_timezone",
@@ -202,6 +204,16 @@ class IntegrationForm(forms.ModelForm):
     )
     offline_after_minutes = forms.IntegerField(
         help_text="A device that has not reported for this long shows as offline."
+    )
+    reconcile_lookback_hours = forms.IntegerField(
+        label="Reconcile lookback (hours)",
+        help_text="How far back “Verify completeness” compares Golioth's counts with gsync's "
+        "(Golioth keeps LightDB Stream 30 days unless your plan says more).",
+    )
+    reconcile_interval_minutes = forms.IntegerField(
+        label="Reconcile every (minutes)",
+        help_text="How often the scheduler verifies completeness; 0: never (the action still "
+        "works).",
     )
     window_enabled = forms.BooleanField(required=False, label="Only sync within a time window")
     window_start = forms.CharField(

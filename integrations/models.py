@@ -62,6 +62,14 @@ class DeviceIntegration(models.Model):
         null=True, blank=True, help_text="When a run was last queued; the interval counts from it."
     )
     last_skip_reason = models.CharField(max_length=200, blank=True)
+    # Reconciliation state, written only by integrations.reconcile.
+    last_reconcile_at = models.DateTimeField(null=True, blank=True)
+    verified_through = models.DateTimeField(
+        "verified complete through",
+        null=True,
+        blank=True,
+        help_text="End of the newest reconciled window in which no Golioth reading was missing.",
+    )
 
     # Push.
     webhook_token = models.CharField(max_length=64, unique=True, default=new_webhook_token)
@@ -269,6 +277,7 @@ class ActivityLog(models.Model):
         SETTINGS_CHANGED = "settings_changed", "Settings changed"
         STATUS_CHANGED = "status_changed", "Status changed"
         WEBHOOK_REPROCESSED = "webhook_reprocessed", "Webhook re-processed"
+        RECONCILE = "reconcile", "Reconcile"
 
     class Status(models.TextChoices):
         STARTED = "started", "Started"
@@ -368,6 +377,36 @@ class WebhookDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"Delivery {self.pk} to {self.integration} ({self.outcome})"
+
+
+class ConsistentBucket(models.Model):
+    """A device-hour where Golioth counts more readings than gsync holds, yet re-reading it
+    brought nothing new: Golioth holds some reading twice (two pipelines to LightDB Stream).
+
+    Remembered with both counts, so the next reconcile passes over it instead of re-reading the
+    same hour every time; a count that changes on either side makes it checked again.
+    """
+
+    integration = models.ForeignKey(
+        DeviceIntegration, on_delete=models.CASCADE, related_name="consistent_buckets"
+    )
+    device_external_id = models.CharField(max_length=64)
+    bucket_start = models.DateTimeField()
+    golioth_count = models.PositiveIntegerField()
+    local_count = models.PositiveIntegerField()
+    checked_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        db_table = "reconcile_consistent_buckets"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["integration", "device_external_id", "bucket_start"],
+                name="consistent_bucket_unique",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.device_external_id} @ {self.bucket_start:%Y-%m-%d %H:%M}"
 
 
 class Heartbeat(models.Model):

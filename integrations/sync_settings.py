@@ -19,6 +19,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 DAY_NAMES = ("Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday")
 TAG_MATCH_CHOICES = ("all", "any")
 MIN_INTERVAL_SECONDS = 60
+# A reconcile reads Golioth's counts over its lookback: a year is the most any plan keeps.
+MAX_RECONCILE_LOOKBACK_HOURS = 366 * 24
+MIN_RECONCILE_INTERVAL_MINUTES = 5
 
 
 class SettingsError(ValueError):
@@ -137,6 +140,8 @@ class SyncSettings:
     offline_after_minutes: int = 60
     payloads_nested_under_path: bool = False
     webhook_creates_devices: bool = True
+    reconcile_lookback_hours: int = 48
+    reconcile_interval_minutes: int = 60
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @classmethod
@@ -160,6 +165,8 @@ class SyncSettings:
                 "offlineAfterMinutes": self.offline_after_minutes,
                 "payloadsNestedUnderPath": self.payloads_nested_under_path,
                 "webhookCreatesDevices": self.webhook_creates_devices,
+                "reconcileLookbackHours": self.reconcile_lookback_hours,
+                "reconcileIntervalMinutes": self.reconcile_interval_minutes,
             }
         )
         return data
@@ -242,6 +249,15 @@ def _parse(data: dict[str, Any]) -> SyncSettings:
         "webhook_creates_devices": _bool(
             data, "webhookCreatesDevices", defaults.webhook_creates_devices, errors
         ),
+        "reconcile_lookback_hours": _int(
+            data,
+            "reconcileLookbackHours",
+            defaults.reconcile_lookback_hours,
+            errors,
+            minimum=1,
+            maximum=MAX_RECONCILE_LOOKBACK_HOURS,
+        ),
+        "reconcile_interval_minutes": _reconcile_interval(data, defaults, errors),
         "time_window": _time_window(data.get("timeWindow"), errors),
         "device_filter": _device_filter(data.get("deviceFilter"), errors),
         "extra": {k: v for k, v in data.items() if k not in KNOWN_KEYS},
@@ -249,6 +265,17 @@ def _parse(data: dict[str, Any]) -> SyncSettings:
     if errors:
         raise SettingsError(dict(errors))
     return SyncSettings(**values)
+
+
+def _reconcile_interval(data: dict, defaults: SyncSettings, errors: _Errors) -> int:
+    """Minutes between scheduled reconciles; 0 turns them off (the admin action still works)."""
+    key = "reconcileIntervalMinutes"
+    value = _int(data, key, defaults.reconcile_interval_minutes, errors, minimum=0, maximum=43_200)
+    if 0 < value < MIN_RECONCILE_INTERVAL_MINUTES:
+        errors.add(
+            key, f"must be 0 (off) or at least {MIN_RECONCILE_INTERVAL_MINUTES} (got {value})"
+        )
+    return value
 
 
 def _bool(data: dict, key: str, default: bool, errors: _Errors) -> bool:

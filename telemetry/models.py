@@ -67,6 +67,7 @@ class TelemetryRecord(models.Model):
         WEBHOOK = "webhook", "Webhook (push)"
         SYNC = "sync", "Sync (pull)"
         BACKFILL = "backfill", "Backfill"
+        RECONCILE = "reconcile", "Reconcile (repair)"
 
     device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="readings")
     integration = models.ForeignKey(

@@ -37,6 +37,8 @@ def form_data(**overrides) -> dict:
         "max_consecutive_failures": "5",
         "time_tolerance_seconds": "120",
         "offline_after_minutes": "60",
+        "reconcile_lookback_hours": "48",
+        "reconcile_interval_minutes": "60",
         "window_enabled": "on",
         "window_start": "22:00",
         "window_end": "06:00",
