@@ -8,18 +8,19 @@ retries pass through the rate limiter and every attempt is counted: the sync ass
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import random
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, NamedTuple
+from typing import Any
 from urllib.parse import quote
 
 import requests
@@ -36,14 +37,17 @@ from integrations.golioth.errors import (
     error_for_status,
 )
 from integrations.golioth.payloads import (
+    BucketCount,
     DeviceRecord,
     PayloadError,
     StreamReading,
     format_time,
+    parse_count_page,
     parse_device,
     parse_device_page,
     parse_stream_page,
 )
+from integrations.golioth.window import Page, WindowReader, WindowStats
 
 # The errors live in errors.py (for size) and are part of this module's API.
 __all__ = [
@@ -64,6 +68,11 @@ MAX_PER_PAGE = 100
 MAX_SLEEP = 60.0
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _STREAM_FIELDS = [{"path": "time"}, {"path": "deviceId"}, {"path": "*"}]
+_COUNT_FIELDS = [
+    {"path": "time"},
+    {"path": "deviceId"},
+    {"path": "*", "alias": "count", "agg": "count"},
+]
 
 
 @dataclass
@@ -97,12 +106,6 @@ class RateLimiter:
             self._next = slot + self._interval
         if slot > now:
             time.sleep(slot - now)
-
-
-class _Page(NamedTuple):
-    readings: list[StreamReading]
-    total: int
-    per_page: int
 
 
 class _Transient(Exception):
@@ -140,6 +143,7 @@ class GoliothClient:
         self.page_size = max(1, min(page_size, MAX_PER_PAGE))
         self.concurrency = max(1, concurrency)
         self.stats = ClientStats()
+        self._window_stats = WindowStats()
         self._secret = api_key
         self._limiter = RateLimiter(max_requests_per_second)
         self._jitter = random.Random()
@@ -198,15 +202,18 @@ class GoliothClient:
             "term": term,
         }
         params = {k: v for k, v in filters.items() if v is not None}
-        page = 0
-        while True:
+        seen: set[str] = set()
+        for page in itertools.count():
             query = {**params, "page": page, "perPage": self.page_size}
             body = self._request("GET", f"{self._project_path}/devices", params=query)
             devices = _parse(parse_device_page, body)
-            yield from devices
-            if not devices or (page + 1) * self._per_page_of(body) >= _total_of(body):
+            # A device added while we page shifts the rest by one: it comes twice, once here.
+            yield from (d for d in devices if d.external_id not in seen)
+            seen.update(d.external_id for d in devices)
+            total, per_page = _total_of(body), self._per_page_of(body)
+            # Never trust `total` alone (a reply may lack it): a short page ends the list.
+            if len(devices) < per_page or (total is not None and (page + 1) * per_page >= total):
                 return
-            page += 1
 
     def iter_stream_pages(
         self,
@@ -216,25 +223,73 @@ class GoliothClient:
         device_ids: list[str] | None = None,
         tags: list[str] | None = None,
     ) -> Iterator[list[StreamReading]]:
-        """LightDB Stream readings in [start, end) project-wide, one list per page, in page order.
+        """LightDB Stream readings in [start, end) project-wide, one list per page.
 
-        Golioth pages newest first; each yielded page is sorted oldest first. Page 0 tells the
-        total, the other pages are fetched concurrently with a bounded look-ahead. Pass a closed
-        window: new data arriving inside an open one shifts the pages.
+        Read so that no reading is lost while Golioth's data moves (integrations.golioth.window):
+        each list is sorted oldest first; a slice that moved while it was paged is read again,
+        so a reading may come twice (ingest dedups), and InconsistentWindowError ends a window
+        that never held still.
         """
-        body = self._stream_body(start, end)
+        body = self._stream_body()
         if device_ids is not None:
             body["deviceId"] = list(device_ids)
         if tags is not None:
             body["tags"] = list(tags)
-        return self._iter_pages(f"{self._project_path}/stream", body)
+        return self._read_window(f"{self._project_path}/stream", body, start, end)
 
     def iter_device_stream_pages(
         self, *, device_id: str, start: datetime, end: datetime
     ) -> Iterator[list[StreamReading]]:
         """As iter_stream_pages, for one device (cheaper when a filter names only a few)."""
         path = f"{self._project_path}/devices/{quote(device_id, safe='')}/stream"
-        return self._iter_pages(path, self._stream_body(start, end))
+        return self._read_window(path, self._stream_body(), start, end)
+
+    def iter_stream_counts(
+        self,
+        *,
+        start: datetime,
+        end: datetime,
+        bucket: str = "1h",
+        device_ids: list[str] | None = None,
+        tags: list[str] | None = None,
+    ) -> Iterator[BucketCount]:
+        """Golioth's count of readings per device per `bucket` in [start, end).
+
+        The aggregate query of the docs ("Querying Stream Data"): every field that is not
+        aggregated (`time`, `deviceId`) groups, `timeBucket` rounds `time`. Which path to count
+        for "rows" is not documented: `*` (the whole stored payload) is our guess. Counts move
+        while they are read; the caller recounts what it repairs, so paging until a short page is
+        enough here. One (bucket, device) sent twice keeps its larger count.
+        """
+        _check_window(start, end)
+        body: dict[str, Any] = {
+            "start": format_time(start),
+            "end": format_time(end),
+            "query": {"fields": _COUNT_FIELDS, "filters": [], "timeBucket": bucket},
+        }
+        if device_ids is not None:
+            body["deviceId"] = list(device_ids)
+        if tags is not None:
+            body["tags"] = list(tags)
+        path, seen = f"{self._project_path}/stream", {}
+        for number in itertools.count():
+            response = self._request(
+                "POST", path, json_body={**body, "page": number, "perPage": self.page_size}
+            )
+            rows = _parse(parse_count_page, response)
+            for row in rows:
+                key = (row.bucket_start, row.device_external_id)
+                if row.count > seen.get(key, -1):
+                    seen[key] = row.count
+            total, per_page = _total_of(response), self._per_page_of(response)
+            if len(rows) < per_page or (total is not None and total <= (number + 1) * per_page):
+                break
+        for (bucket_start, device_id), count in sorted(seen.items()):
+            yield BucketCount(bucket_start, device_id, count)
+
+    @property
+    def window_stats(self) -> WindowStats:
+        return self._window_stats
 
     def get_state(self, device_id: str, path: str = "") -> Any:
         """LightDB State (the latest document at `path`), not the history."""
@@ -245,20 +300,30 @@ class GoliothClient:
 
     # --- paging ----------------------------------------------------------------------------------
 
-    def _stream_body(self, start: datetime, end: datetime) -> dict[str, Any]:
-        if start.tzinfo is None or end.tzinfo is None:
-            raise ValueError("stream windows need aware datetimes")
-        return {
-            "start": format_time(start),
-            "end": format_time(end),
-            "query": {"fields": _STREAM_FIELDS, "filters": []},
-        }
+    def _stream_body(self) -> dict[str, Any]:
+        return {"query": {"fields": _STREAM_FIELDS, "filters": []}}
 
-    def _fetch_page(self, path: str, body: dict[str, Any], page: int) -> _Page:
+    def _read_window(
+        self, path: str, body: dict[str, Any], start: datetime, end: datetime
+    ) -> Iterator[list[StreamReading]]:
+        _check_window(start, end)
+
+        def fetch_one(a: datetime, b: datetime, page: int) -> Page:
+            return self._fetch_page(path, _windowed(body, a, b), page)
+
+        def fetch_many(a: datetime, b: datetime, pages: Iterable[int]) -> Iterator[Page]:
+            return self._fetch_pages(path, _windowed(body, a, b), pages)
+
+        reader = WindowReader(
+            fetch_one, fetch_many, speculate=self.concurrency, stats=self._window_stats
+        )
+        return reader.read(start, end)
+
+    def _fetch_page(self, path: str, body: dict[str, Any], page: int) -> Page:
         payload = {**body, "page": page, "perPage": self.page_size}
         response = self._request("POST", path, json_body=payload)
         readings = _parse(parse_stream_page, response)
-        return _Page(readings, _total_of(response), self._per_page_of(response))
+        return Page(readings, _total_of(response), self._per_page_of(response))
 
     def _per_page_of(self, body: Any) -> int:
         # Page numbers count in Golioth's page size: trust the one it answers with, should it
@@ -266,23 +331,15 @@ class GoliothClient:
         per_page = body.get("perPage") if isinstance(body, dict) else None
         return per_page if isinstance(per_page, int) and per_page > 0 else self.page_size
 
-    def _iter_pages(self, path: str, body: dict[str, Any]) -> Iterator[list[StreamReading]]:
-        first = self._fetch_page(path, body, 0)
-        if first.readings:
-            yield first.readings
-        pages = math.ceil(first.total / first.per_page)
-        if pages <= 1:
-            return
-        yield from self._iter_rest(path, body, range(1, pages))
+    def _fetch_pages(self, path: str, body: dict[str, Any], pages: Iterable[int]) -> Iterator[Page]:
+        """Pages fetched concurrently, handed out in order, with a bounded look-ahead.
 
-    def _iter_rest(
-        self, path: str, body: dict[str, Any], pages: range
-    ) -> Iterator[list[StreamReading]]:
-        # Submit as we consume: at most 2 x concurrency pages are in flight or waiting, so memory
-        # stays flat however long the window, and pages still come out in order.
+        Submit as we consume: at most 2 x concurrency pages are in flight or waiting, so memory
+        stays flat however long the window.
+        """
         window = 2 * self.concurrency
         todo = iter(pages)
-        pending: deque[Future[_Page]] = deque()
+        pending: deque[Future[Page]] = deque()
         pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="golioth-page")
         try:
             for page in todo:
@@ -290,12 +347,11 @@ class GoliothClient:
                 if len(pending) >= window:
                     break
             while pending:
-                readings = pending.popleft().result().readings
+                result = pending.popleft().result()
                 next_page = next(todo, None)
                 if next_page is not None:
                     pending.append(pool.submit(self._fetch_page, path, body, next_page))
-                if readings:
-                    yield readings
+                yield result
         finally:
             # On an error or an early stop, report at once: pages already on the wire finish
             # in the background (each bounded by its timeout and retries), the rest never start.
@@ -417,15 +473,27 @@ def _parse(parser: Any, body: Any) -> Any:
         raise MalformedResponseError(f"Golioth sent an unexpected response: {exc}") from exc
 
 
+def _check_window(start: datetime, end: datetime) -> None:
+    if start.tzinfo is None or end.tzinfo is None:
+        raise ValueError("stream windows need aware datetimes")
+
+
+def _windowed(body: dict[str, Any], start: datetime, end: datetime) -> dict[str, Any]:
+    return {**body, "start": format_time(start), "end": format_time(end)}
+
+
 def _data_of(body: Any) -> Any:
     if not isinstance(body, dict) or "data" not in body:
         raise MalformedResponseError("Golioth sent an unexpected response: expected {data: ...}")
     return body["data"]
 
 
-def _total_of(body: Any) -> int:
-    # gRPC-gateway leaves zero values out, so a missing total means 0.
-    total = body.get("total", 0) if isinstance(body, dict) else None
+def _total_of(body: Any) -> int | None:
+    """The reply's `total`, None when it has none (gRPC-gateway leaves zeros out, and no stream
+    reply captured shows the field: a missing total never ends the paging by itself)."""
+    total = body.get("total") if isinstance(body, dict) else None
+    if total is None:
+        return None
     try:
         return int(total)
     except (TypeError, ValueError) as exc:

@@ -35,6 +35,10 @@ class MalformedResponseError(GoliothError):
     """Golioth answered, but not with JSON we can read (truncated, garbled, wrong envelope)."""
 
 
+class InconsistentWindowError(GoliothError):
+    """A stream window kept moving while it was paged, through every re-read (see window.py)."""
+
+
 # Vendor statuses map through a table, not an if-chain; anything else 5xx is "unavailable".
 _STATUS_ERRORS: dict[int, tuple[type[GoliothError], str]] = {
     401: (

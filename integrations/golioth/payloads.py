@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -188,6 +189,42 @@ def parse_stream_page(body: Any) -> list[StreamReading]:
     """One page of the stream envelope, oldest first (Golioth sends newest first)."""
     items = _list_of(body)
     return sorted((parse_stream_item(i) for i in items), key=lambda r: r.timestamp)
+
+
+@dataclass(frozen=True, slots=True)
+class BucketCount:
+    """Golioth's count of one device's readings in one time bucket (reconciliation)."""
+
+    bucket_start: datetime
+    device_external_id: str
+    count: int
+
+
+def parse_count_item(item: Any) -> BucketCount:
+    """`{"time": <bucket start>, "deviceId": ..., "count": n}` from the aggregate query.
+
+    The count may come as an integer, a float (aggregates are numeric) or a numeric string
+    (gRPC-gateway renders int64 as a string): all are read.
+    """
+    if not isinstance(item, dict):
+        raise PayloadError("count row is not an object")
+    device_id = item.get("deviceId") or item.get("device_id")
+    if not isinstance(device_id, str) or not device_id:
+        raise PayloadError("count row has no deviceId")
+    if "time" not in item:
+        raise PayloadError("count row has no time")
+    raw = item.get("count")
+    try:
+        count = float(raw) if not isinstance(raw, bool) else math.nan
+    except (TypeError, ValueError):
+        count = math.nan
+    if not math.isfinite(count) or count < 0 or count != int(count):
+        raise PayloadError(f"count row has count={str(raw)[:40]!r}, not a whole number")
+    return BucketCount(parse_time(item["time"]), device_id, int(count))
+
+
+def parse_count_page(body: Any) -> list[BucketCount]:
+    return [parse_count_item(i) for i in _list_of(body)]
 
 
 def parse_device(obj: Any) -> DeviceRecord:

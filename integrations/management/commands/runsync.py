@@ -34,6 +34,46 @@ def parse_moment(value: str, *, now: datetime, option: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+def parse_window(
+    since_text: str | None, until_text: str | None
+) -> tuple[datetime | None, datetime | None]:
+    """--since/--until as runsync and reconcile take them (CommandError with the reason)."""
+    now = timezone.now()
+    since = until = None
+    if since_text is not None:
+        since = parse_moment(since_text, now=now, option="--since")
+    if until_text is not None:
+        until = parse_moment(until_text, now=now, option="--until")
+    if until and not since:
+        raise CommandError("--until needs --since (a window has a start)")
+    if since and until and since >= until:
+        raise CommandError(
+            f"--since ({since:%Y-%m-%d %H:%M:%S}) must be before --until "
+            f"({until:%Y-%m-%d %H:%M:%S}) UTC"
+        )
+    if since and since >= now:
+        raise CommandError(f"--since ({since:%Y-%m-%d %H:%M:%S} UTC) is in the future")
+    return since, until
+
+
+def select_integrations(names: list[str], *, every: bool) -> list[DeviceIntegration]:
+    """The integrations named (in order, once each), or all; CommandError for unknown names."""
+    if every:
+        return list(DeviceIntegration.objects.order_by("name"))
+    if not names:
+        raise CommandError("name one or more integrations, or pass --all", returncode=2)
+    found = {i.name: i for i in DeviceIntegration.objects.filter(name__in=names)}
+    unknown = [n for n in names if n not in found]
+    if unknown:
+        known = (
+            ", ".join(DeviceIntegration.objects.order_by("name").values_list("name", flat=True))
+            or "none"
+        )
+        which = ", ".join(repr(n) for n in unknown)
+        raise CommandError(f"no integration named {which} (known: {known})")
+    return [found[n] for n in dict.fromkeys(names)]
+
+
 class Command(BaseCommand):
     help = (
         "Pull Golioth data for the named integrations (or --all) now: the same run as the "
@@ -64,8 +104,8 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        since, until = self._window(options)
-        integrations = self._select(options["names"], every=options["all"])
+        since, until = parse_window(options["since"], options["until"])
+        integrations = select_integrations(options["names"], every=options["all"])
         failed = 0
         for integration in integrations:
             outcome = self._run(integration, since=since, until=until, options=options)
@@ -73,40 +113,6 @@ class Command(BaseCommand):
             failed += outcome.failed
         if failed:
             raise CommandError(f"{failed} of {len(integrations)} sync runs failed", returncode=1)
-
-    def _window(self, options: dict[str, Any]) -> tuple[datetime | None, datetime | None]:
-        now = timezone.now()
-        since = until = None
-        if options["since"] is not None:
-            since = parse_moment(options["since"], now=now, option="--since")
-        if options["until"] is not None:
-            until = parse_moment(options["until"], now=now, option="--until")
-        if until and not since:
-            raise CommandError("--until needs --since (a backfill window has a start)")
-        if since and until and since >= until:
-            raise CommandError(
-                f"--since ({since:%Y-%m-%d %H:%M:%S}) must be before --until "
-                f"({until:%Y-%m-%d %H:%M:%S}) UTC"
-            )
-        if since and since >= now:
-            raise CommandError(f"--since ({since:%Y-%m-%d %H:%M:%S} UTC) is in the future")
-        return since, until
-
-    def _select(self, names: list[str], *, every: bool) -> list[DeviceIntegration]:
-        if every:
-            return list(DeviceIntegration.objects.order_by("name"))
-        if not names:
-            raise CommandError("name one or more integrations, or pass --all", returncode=2)
-        found = {i.name: i for i in DeviceIntegration.objects.filter(name__in=names)}
-        unknown = [n for n in names if n not in found]
-        if unknown:
-            known = (
-                ", ".join(DeviceIntegration.objects.order_by("name").values_list("name", flat=True))
-                or "none"
-            )
-            which = ", ".join(repr(n) for n in unknown)
-            raise CommandError(f"no integration named {which} (known: {known})")
-        return [found[n] for n in dict.fromkeys(names)]
 
     def _run(
         self,
