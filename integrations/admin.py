@@ -75,6 +75,7 @@ WEBHOOK_FIELDS = [
     "webhook_enabled",
     "webhook_creates_devices",
     "payloads_nested_under_path",
+    "mirrored_paths",
     "generate_webhook_secret",
 ]
 WEBHOOK_CHANGE_FIELDS = [
