@@ -12,8 +12,9 @@ entries an hour and bury the sync entries staff look for; every delivery is stil
 one, in `webhook_deliveries`.
 
 What the sender gets back (every answer but HEAD's is JSON):
-  200 {"stored": n, "duplicates": m}  stored, or already stored (legacy non-stream events add
-                                      "ignored": why); HEAD answers 200 for any token
+  200 {"stored": n, "duplicates": m}  stored, or already stored (legacy non-stream events and
+                                      paths not in mirroredPaths add "ignored": why, nothing
+                                      stored); HEAD answers 200 for any token
   202 {..., "rejected": why}          kept but not stored (unknown device while the integration
                                       does not add devices, another project): a retry would not
                                       change that, so it is not an error Golioth would resend;
