@@ -28,6 +28,7 @@ from integrations.admin_display import (
 from integrations.admin_scheduling import ACTIONS, HEALTH_COLUMNS, SchedulingAdminMixin
 from integrations.forms import IntegrationForm
 from integrations.models import ActivityLog, DeviceIntegration, WebhookDelivery
+from integrations.pipeline import pipeline_yaml
 from integrations.settings_changes import log_settings_change
 from integrations.sync_settings import SettingsError, SyncSettings
 
@@ -104,6 +105,11 @@ SETTINGS_FIELDSETS = [
         },
     ),
 ]
+PIPELINE_HELP = (
+    "One Golioth pipeline per document below, built from Mirrored paths (JSON and CBOR devices; "
+    "/logs stays out unless listed). Disable other pipelines that also deliver these paths to "
+    "LightDB Stream, or each reading is stored twice; the comments explain buffered uploads."
+)
 # Header names shown redacted even if a stored delivery somehow kept one (defense in depth).
 SECRET_HEADER_WORDS = ("authorization", "api-key", "apikey", "cookie", "secret", "token", "auth")
 
@@ -184,13 +190,13 @@ class DeviceIntegrationAdmin(SchedulingAdminMixin, admin.ModelAdmin):
             obj.webhook_url,
         )
 
-    @admin.display(description="Golioth pipeline")
-    def pipeline_display(self, obj: DeviceIntegration) -> SafeString | str:
-        # Resolved at call time: integrations.webhooks owns the pipeline text.
-        pipeline_yaml = getattr(webhooks, "pipeline_yaml", None)
-        if pipeline_yaml is None:
-            return "-"
-        return format_html('<pre class="gsync-pipeline">{}</pre>', pipeline_yaml(obj))
+    @admin.display(description="Golioth pipelines")
+    def pipeline_display(self, obj: DeviceIntegration) -> SafeString:
+        return format_html(
+            '<div class="help">{}</div><pre class="gsync-pipeline">{}</pre>',
+            PIPELINE_HELP,
+            pipeline_yaml(obj),
+        )
 
     @admin.display(description="Next due")
     def next_due(self, obj: DeviceIntegration) -> Any:

@@ -230,3 +230,19 @@ def test_integration_mirrored_paths_flag_sets_clears_and_refuses(api_key_env, db
 
     run("update", "fleet", "--mirrored-paths", "")
     assert show_json("fleet")["settings"]["mirroredPaths"] is None
+
+
+def test_integration_show_prints_the_pipelines_to_paste(api_key_env, db):
+    import yaml
+
+    run("create", "fleet", "--project-id", "p", "--mirrored-paths", "/sensor")
+
+    only = run("show", "fleet", "--pipeline")
+    full = run("show", "fleet")
+
+    documents = list(yaml.safe_load_all(only))
+    assert [(d["filter"]["path"], d["filter"]["content_type"]) for d in documents] == [
+        ("/sensor", "application/json"),
+        ("/sensor", "application/cbor"),
+    ]
+    assert only in full
