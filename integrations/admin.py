@@ -12,8 +12,10 @@ from typing import Any
 
 import cbor2
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.text import Truncator
@@ -29,6 +31,7 @@ from integrations.admin_scheduling import ACTIONS, HEALTH_COLUMNS, SchedulingAdm
 from integrations.forms import IntegrationForm
 from integrations.models import ActivityLog, DeviceIntegration, WebhookDelivery
 from integrations.pipeline import pipeline_yaml
+from integrations.retention import retention_warnings
 from integrations.settings_changes import log_settings_change
 from integrations.sync_settings import SettingsError, SyncSettings
 
@@ -168,6 +171,19 @@ class DeviceIntegrationAdmin(SchedulingAdminMixin, admin.ModelAdmin):
                 ),
                 messages.SUCCESS,
             )
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        integration = self.get_object(request, unquote(object_id))
+        if request.method == "GET" and integration is not None:
+            for warning in retention_warnings(integration, now=timezone.now()):
+                self.message_user(request, warning, messages.WARNING)
+        return super().change_view(request, object_id, form_url, extra_context)
 
     @admin.display(boolean=True, description="Sync enabled")
     def sync_enabled(self, obj: DeviceIntegration) -> bool | None:

@@ -18,11 +18,13 @@ from typing import Any
 from django import forms
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
+from django.utils import timezone
 from django.utils.html import strip_tags
 
 from integrations.forms import IntegrationForm
 from integrations.models import ActivityLog, DeviceIntegration
 from integrations.pipeline import pipeline_yaml
+from integrations.retention import reaches_past_retention
 from integrations.settings_changes import log_settings_change
 
 API_KEY_ENV = "GOLIOTH_API_KEY"
@@ -258,6 +260,11 @@ class Command(BaseCommand):
             log_settings_change(integration, before=form.before, trigger=ActivityLog.Trigger.MANUAL)
         verb = "Created" if creating else "Updated"
         self.stdout.write(f"{verb} integration {integration.name!r}.")
+        backfill_from = integration.sync_settings.backfill_from
+        if backfill_from and options.get("backfill_from") is not None:
+            what = "The first pull (backfillFrom)"
+            if warning := reaches_past_retention(backfill_from, now=timezone.now(), what=what):
+                self.stderr.write(f"Warning: {warning}")
         self.stdout.write(f"Webhook URL: {integration.webhook_url}")
         if form.generated_secret:
             self.stdout.write(f"New webhook secret (shown only this once): {form.generated_secret}")

@@ -12,6 +12,7 @@ from django.utils import timezone
 from tqdm import tqdm
 
 from integrations.models import ActivityLog, DeviceIntegration
+from integrations.retention import reaches_past_retention
 from integrations.sync import SyncOutcome, SyncProgress, sync_integration
 
 _AGE = re.compile(r"^(\d+)\s*([smhdw])$", re.IGNORECASE)
@@ -90,6 +91,9 @@ class Command(BaseCommand):
             )
         if since and since >= now:
             raise CommandError(f"--since ({since:%Y-%m-%d %H:%M:%S} UTC) is in the future")
+        if since and (warning := reaches_past_retention(since, now=now, what="--since")):
+            # Said before the run, which still goes ahead: Golioth may keep more than the setting.
+            self.stderr.write(f"Warning: {warning}")
         return since, until
 
     def _select(self, names: list[str], *, every: bool) -> list[DeviceIntegration]:
