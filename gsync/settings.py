@@ -36,6 +36,14 @@ GSYNC_ENCRYPTION_KEYS = env.list("GSYNC_ENCRYPTION_KEY", default=[])
 GSYNC_PUBLIC_URL = env.str("GSYNC_PUBLIC_URL", default="http://localhost:8000").rstrip("/")
 GSYNC_WEBHOOK_MAX_BYTES = env.int("GSYNC_WEBHOOK_MAX_BYTES", default=256 * 1024)
 GSYNC_WEBHOOK_RETENTION_DAYS = env.int("GSYNC_WEBHOOK_RETENTION_DAYS", default=30)
+# How long Golioth keeps LightDB Stream: 30 days unless the plan says more. Windows reaching
+# further back are warned about (integrations.retention).
+GSYNC_STREAM_RETENTION_DAYS = env.int("GSYNC_STREAM_RETENTION_DAYS", default=30)
+if GSYNC_STREAM_RETENTION_DAYS < 1:
+    raise ImproperlyConfigured(
+        f"GSYNC_STREAM_RETENTION_DAYS ({GSYNC_STREAM_RETENTION_DAYS}) must be 1 or more: the days "
+        "Golioth keeps LightDB Stream (30 unless your plan says more)."
+    )
 GSYNC_REDIS_URL = env.str("GSYNC_REDIS_URL", default="")
 GSYNC_WORKERS = env.int("GSYNC_WORKERS", default=2)
 # The pull's Golioth client: seconds per request, retries of transient failures (429, 5xx,

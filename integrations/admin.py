@@ -12,8 +12,10 @@ from typing import Any
 
 import cbor2
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.text import Truncator
@@ -28,6 +30,8 @@ from integrations.admin_display import (
 from integrations.admin_scheduling import ACTIONS, HEALTH_COLUMNS, SchedulingAdminMixin
 from integrations.forms import IntegrationForm
 from integrations.models import ActivityLog, DeviceIntegration, WebhookDelivery
+from integrations.pipeline import pipeline_yaml
+from integrations.retention import retention_warnings
 from integrations.settings_changes import log_settings_change
 from integrations.sync_settings import SettingsError, SyncSettings
 
@@ -75,6 +79,7 @@ WEBHOOK_FIELDS = [
     "webhook_enabled",
     "webhook_creates_devices",
     "payloads_nested_under_path",
+    "mirrored_paths",
     "generate_webhook_secret",
 ]
 WEBHOOK_CHANGE_FIELDS = [
@@ -103,6 +108,11 @@ SETTINGS_FIELDSETS = [
         },
     ),
 ]
+PIPELINE_HELP = (
+    "One Golioth pipeline per document below, built from Mirrored paths (JSON and CBOR devices; "
+    "/logs stays out unless listed). Disable other pipelines that also deliver these paths to "
+    "LightDB Stream, or each reading is stored twice; the comments explain buffered uploads."
+)
 # Header names shown redacted even if a stored delivery somehow kept one (defense in depth).
 SECRET_HEADER_WORDS = ("authorization", "api-key", "apikey", "cookie", "secret", "token", "auth")
 
@@ -162,6 +172,19 @@ class DeviceIntegrationAdmin(SchedulingAdminMixin, admin.ModelAdmin):
                 messages.SUCCESS,
             )
 
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        integration = self.get_object(request, unquote(object_id))
+        if request.method == "GET" and integration is not None:
+            for warning in retention_warnings(integration, now=timezone.now()):
+                self.message_user(request, warning, messages.WARNING)
+        return super().change_view(request, object_id, form_url, extra_context)
+
     @admin.display(boolean=True, description="Sync enabled")
     def sync_enabled(self, obj: DeviceIntegration) -> bool | None:
         settings = _sync_settings(obj)
@@ -183,13 +206,13 @@ class DeviceIntegrationAdmin(SchedulingAdminMixin, admin.ModelAdmin):
             obj.webhook_url,
         )
 
-    @admin.display(description="Golioth pipeline")
-    def pipeline_display(self, obj: DeviceIntegration) -> SafeString | str:
-        # Resolved at call time: integrations.webhooks owns the pipeline text.
-        pipeline_yaml = getattr(webhooks, "pipeline_yaml", None)
-        if pipeline_yaml is None:
-            return "-"
-        return format_html('<pre class="gsync-pipeline">{}</pre>', pipeline_yaml(obj))
+    @admin.display(description="Golioth pipelines")
+    def pipeline_display(self, obj: DeviceIntegration) -> SafeString:
+        return format_html(
+            '<div class="help">{}</div><pre class="gsync-pipeline">{}</pre>',
+            PIPELINE_HELP,
+            pipeline_yaml(obj),
+        )
 
     @admin.display(description="Next due")
     def next_due(self, obj: DeviceIntegration) -> Any:

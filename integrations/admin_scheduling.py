@@ -39,6 +39,7 @@ HEALTH_COLOURS = {
     "failing": "#c62828",
     "paused": "#616161",
     "outside window": "#6d4c41",
+    "warning": "#b26a00",
 }
 Status = DeviceIntegration.Status
 

@@ -74,3 +74,33 @@ def check_webhook_secrets(
         )
         for name in names
     ]
+
+
+@register(Tags.database)
+def check_stream_retention(
+    app_configs: Any = None, databases: list[str] | None = None, **kwargs: Any
+) -> list[Warning]:
+    """A window past Golioth's LightDB Stream retention finds nothing: say so per integration."""
+    if not databases or "default" not in databases:
+        return []
+    from django.utils import timezone
+
+    from integrations.models import DeviceIntegration
+    from integrations.retention import retention_warnings
+
+    now = timezone.now()
+    try:
+        integrations = list(DeviceIntegration.objects.order_by("name"))
+    except DatabaseError:
+        return []  # not migrated yet
+    return [
+        Warning(
+            f"Integration {integration.name!r}: {warning}",
+            hint="Run a sync now, lower reconcileLookbackHours or backfillFrom, or set "
+            "GSYNC_STREAM_RETENTION_DAYS to what your Golioth plan keeps.",
+            obj=integration.name,
+            id="gsync.W010",
+        )
+        for integration in integrations
+        for warning in retention_warnings(integration, now=now)
+    ]

@@ -18,6 +18,7 @@ from django.utils import timezone
 from django.utils.timesince import timesince
 
 from integrations.models import ActivityLog, DeviceIntegration, Heartbeat
+from integrations.retention import retention_warnings
 from integrations.scheduling import DISPATCH_BEAT
 from integrations.sync_settings import SettingsError, SyncSettings
 
@@ -245,6 +246,7 @@ class HealthState:
     PAUSED = "paused"
     OUTSIDE_WINDOW = "outside window"
     RUNNING = "running"
+    WARNING = "warning"
 
 
 @dataclass(frozen=True)
@@ -274,6 +276,8 @@ def integration_health(integration: DeviceIntegration, *, now: datetime) -> Heal
     late = _late_reason(integration, settings, now=now)
     if late:
         return Health(HealthState.LATE, late)
+    if past_retention := retention_warnings(integration, now=now):
+        return Health(HealthState.WARNING, " ".join(past_retention))
     if integration.last_sync_at is None:
         return Health(HealthState.OK, "Waiting for its first run.")
     return Health(HealthState.OK, f"Last run {timesince(integration.last_sync_at, now)} ago.")

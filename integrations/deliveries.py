@@ -26,6 +26,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.datastructures import CaseInsensitiveMapping
 
+from integrations.golioth.paths import data_path
 from integrations.golioth.payloads import PayloadError
 from integrations.golioth.webhook_payloads import (
     UnsupportedMediaType,
@@ -40,7 +41,8 @@ from telemetry.models import Device, TelemetryRecord
 logger = logging.getLogger(__name__)
 
 Outcome = WebhookDelivery.Outcome
-REPROCESSABLE = (Outcome.FAILED, Outcome.REJECTED, Outcome.RECEIVED)
+# Ignored too: a path that was not mirrored is stored once mirroredPaths includes it.
+REPROCESSABLE = (Outcome.FAILED, Outcome.REJECTED, Outcome.RECEIVED, Outcome.IGNORED)
 
 
 @dataclass
@@ -109,6 +111,9 @@ def process_delivery(
         if message.reading is None:
             result = DeliveryResult(Outcome.IGNORED, reason=message.ignored)
             return conclude_delivery(delivery, result)
+        if not sync_settings.mirrors_path(message.reading.path):
+            reason = f"path {data_path(message.reading.path)} is not mirrored"
+            return conclude_delivery(delivery, DeliveryResult(Outcome.IGNORED, reason=reason))
         with transaction.atomic():
             result = store_reading(
                 message.reading,
@@ -347,8 +352,8 @@ def reprocess_deliveries(
 ) -> ReprocessResult:
     """Run stored deliveries through the parser again (after a fix, or a settings change).
 
-    Only failed, rejected and never-finished deliveries are re-run; processed ones are skipped.
-    One `webhook_reprocessed` activity entry per integration holds the counts.
+    Only failed, rejected, ignored and never-finished deliveries are re-run; processed ones are
+    skipped. One `webhook_reprocessed` activity entry per integration holds the counts.
     """
     result = ReprocessResult()
     entries: dict[int, tuple[int, ReprocessResult]] = {}

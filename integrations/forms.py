@@ -34,6 +34,7 @@ SETTINGS_FIELDS = {
     "webhookCreatesDevices": "webhook_creates_devices",
     "reconcileLookbackHours": "reconcile_lookback_hours",
     "reconcileIntervalMinutes": "reconcile_interval_minutes",
+    "mirroredPaths": "mirrored_paths",
     "timeWindow.start": "window_start",
     "timeWindow.end": "window_end",
     "timeWindow.timezone": "window_timezone",
@@ -135,6 +136,13 @@ class IdentifierListField(forms.CharField):
     def to_python(self, value: Any) -> list[str]:  # type: ignore[override]
         text = super().to_python(self.prepare_value(value))
         return list(dict.fromkeys(token for token in _LIST_SEPARATORS.split(text) if token))
+
+
+class PathPatternsField(IdentifierListField):
+    """Golioth path filter patterns (/sensor, /env/*); blank cleans to None: every path but logs."""
+
+    def to_python(self, value: Any) -> list[str] | None:  # type: ignore[override]
+        return super().to_python(value) or None
 
 
 class WeekdaysField(forms.TypedMultipleChoiceField):
@@ -260,6 +268,13 @@ class IntegrationForm(forms.ModelForm):
     payloads_nested_under_path = forms.BooleanField(
         required=False,
         help_text="The pipeline stores payloads nested under their path (Golioth's legacy one).",
+    )
+    mirrored_paths = PathPatternsField(
+        label="Mirrored paths",
+        help_text="Stream paths this integration keeps, as Golioth's path filter writes them: "
+        "/sensor exactly, /env/* every path starting /env/; commas or new lines between them. "
+        "Blank: every path but /logs (the SDK's log lines). Webhook deliveries of other paths are "
+        "kept as ignored; the pipeline below lists one filter per pattern.",
     )
     generate_webhook_secret = forms.BooleanField(
         required=False,

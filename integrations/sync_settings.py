@@ -15,6 +15,8 @@ from datetime import UTC, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
+from integrations.golioth.paths import LOGS_PATH, normalize_patterns, pattern_matches
+
 # Days as the old system stored them (JavaScript's getDay): 0 = Sunday ... 6 = Saturday.
 DAY_NAMES = ("Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday")
 TAG_MATCH_CHOICES = ("all", "any")
@@ -142,6 +144,8 @@ class SyncSettings:
     webhook_creates_devices: bool = True
     reconcile_lookback_hours: int = 48
     reconcile_interval_minutes: int = 60
+    # Golioth path filter patterns (integrations.golioth.paths); None: every path but logs.
+    mirrored_paths: tuple[str, ...] | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @classmethod
@@ -167,6 +171,7 @@ class SyncSettings:
                 "webhookCreatesDevices": self.webhook_creates_devices,
                 "reconcileLookbackHours": self.reconcile_lookback_hours,
                 "reconcileIntervalMinutes": self.reconcile_interval_minutes,
+                "mirroredPaths": list(self.mirrored_paths) if self.mirrored_paths else None,
             }
         )
         return data
@@ -176,6 +181,18 @@ class SyncSettings:
 
     def in_window(self, moment: datetime) -> bool:
         return self.time_window is None or self.time_window.contains(moment)
+
+    def mirrors_path(self, path: str) -> bool:
+        """Does this integration keep readings sent to stream path `path` (`sensor`, `/env/t`)?
+
+        No path ("") is mirrored: a delivery that names none cannot be sorted, and Golioth only
+        delivers what a pipeline's filter matched.
+        """
+        if not path.strip("/"):
+            return True
+        if self.mirrored_paths is None:
+            return not pattern_matches(LOGS_PATH, path)
+        return any(pattern_matches(pattern, path) for pattern in self.mirrored_paths)
 
 
 KNOWN_KEYS = frozenset(SyncSettings().to_json())
@@ -260,6 +277,7 @@ def _parse(data: dict[str, Any]) -> SyncSettings:
         "reconcile_interval_minutes": _reconcile_interval(data, defaults, errors),
         "time_window": _time_window(data.get("timeWindow"), errors),
         "device_filter": _device_filter(data.get("deviceFilter"), errors),
+        "mirrored_paths": _mirrored_paths(data.get("mirroredPaths"), errors),
         "extra": {k: v for k, v in data.items() if k not in KNOWN_KEYS},
     }
     if errors:
@@ -276,6 +294,19 @@ def _reconcile_interval(data: dict, defaults: SyncSettings, errors: _Errors) -> 
             key, f"must be 0 (off) or at least {MIN_RECONCILE_INTERVAL_MINUTES} (got {value})"
         )
     return value
+
+
+def _mirrored_paths(raw: Any, errors: _Errors) -> tuple[str, ...] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, list):
+        errors.add("mirroredPaths", "must be a list of path patterns (/sensor, /env/*), or null")
+        return None
+    try:
+        return normalize_patterns(raw)
+    except ValueError as exc:
+        errors.add("mirroredPaths", str(exc))
+        return None
 
 
 def _bool(data: dict, key: str, default: bool, errors: _Errors) -> bool:

@@ -12,8 +12,9 @@ entries an hour and bury the sync entries staff look for; every delivery is stil
 one, in `webhook_deliveries`.
 
 What the sender gets back (every answer but HEAD's is JSON):
-  200 {"stored": n, "duplicates": m}  stored, or already stored (legacy non-stream events add
-                                      "ignored": why); HEAD answers 200 for any token
+  200 {"stored": n, "duplicates": m}  stored, or already stored (legacy non-stream events and
+                                      paths not in mirroredPaths add "ignored": why, nothing
+                                      stored); HEAD answers 200 for any token
   202 {..., "rejected": why}          kept but not stored (unknown device while the integration
                                       does not add devices, another project): a retry would not
                                       change that, so it is not an error Golioth would resend;
@@ -59,7 +60,6 @@ __all__ = [
     "ReprocessResult",
     "golioth_webhook",
     "parse_webhook",
-    "pipeline_yaml",
     "process_delivery",
     "prune_deliveries",
     "reprocess_deliveries",
@@ -74,7 +74,6 @@ REDACTED = "[redacted]"
 SECRET_HEADER_WORDS = ("secret", "token", "key", "auth", "cookie")
 SECRET_HEADERS = ("X-Gsync-Secret",)
 RETRY_AFTER_SECONDS = 30
-PIPELINE_SECRET_NAME = "GSYNC_WEBHOOK_TOKEN"
 
 # --- the view ------------------------------------------------------------------------------------
 
@@ -223,48 +222,4 @@ def store_delivery(
         body=body,
         content_type=request.META.get("CONTENT_TYPE", "")[:200],
         remote_addr=_remote_addr(request),
-    )
-
-
-# --- the pipeline to paste into Golioth ----------------------------------------------------------
-
-
-PIPELINE_TEMPLATE = """\
-# Golioth pipeline for the gsync integration "{name}".
-# 1. In Golioth (Project settings > Secrets), create a secret named {secret} whose value is
-#    one of this integration's webhook secrets (gsync shows a new secret once, when added).
-# 2. Create a pipeline with this YAML. It stores each reading in LightDB Stream (read by the
-#    scheduled sync) and pushes it to gsync at once; both arrive as one row.
-filter:
-  path: "*"
-  content_type: application/cbor
-steps:
-  - name: decode
-    transformer:
-      type: cbor-to-json
-      version: v1
-  - name: history
-    destination:
-      type: lightdb-stream
-      version: v1
-  - name: envelope
-    transformer:
-      type: inject-metadata
-      version: v1
-  - name: push
-    destination:
-      type: webhook
-      version: v1
-      parameters:
-        url: {url}
-        headers:
-          Authorization: ${secret}
-"""
-
-
-def pipeline_yaml(integration: DeviceIntegration) -> str:
-    """The Golioth pipeline (golioth-api.md §4) for `integration`, ready to copy."""
-    name = " ".join(integration.name.split()).replace('"', "'")
-    return PIPELINE_TEMPLATE.format(
-        name=name, url=integration.webhook_url, secret=PIPELINE_SECRET_NAME
     )

@@ -489,3 +489,13 @@ def test_admin_delivery_binary_body_shows_as_hex(admin_client, integration):
     html = admin_client.get(f"/admin/integrations/webhookdelivery/{delivery.pk}/change/")
 
     assert "fffe0067617262616765" in html.content.decode()
+
+
+def test_admin_mirrored_paths_field_saves_patterns_and_refuses_overlaps(admin_client):
+    response = admin_client.post(ADD_URL, form_data(mirrored_paths="/sensor\nenv/*"))
+    assert response.status_code == 302, form_errors(response)
+    assert DeviceIntegration.objects.get().settings["mirroredPaths"] == ["/sensor", "/env/*"]
+
+    response = admin_client.post(ADD_URL, form_data(name="b", mirrored_paths="/a/*b"))
+
+    assert "a * may only end a pattern" in form_errors(response)["mirrored_paths"][0]

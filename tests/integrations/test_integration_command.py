@@ -218,3 +218,31 @@ def test_integration_list_shows_each_integration(api_key_env, db):
     ]
     assert lines[1].split() == ["alpha", "active", "p1", "on", "120s", "never", "off"]
     assert lines[2].split() == ["beta", "active", "p2", "off", "300s", "never", "off"]
+
+
+def test_integration_mirrored_paths_flag_sets_clears_and_refuses(api_key_env, db):
+    run("create", "fleet", "--project-id", "p", "--mirrored-paths", "sensor,/env/*")
+    assert show_json("fleet")["settings"]["mirroredPaths"] == ["/sensor", "/env/*"]
+
+    with pytest.raises(CommandError) as raised:
+        run("update", "fleet", "--mirrored-paths", "/env/*,/env/temp")
+    assert "--mirrored-paths: '/env/temp' is already covered by '/env/*'" in str(raised.value)
+
+    run("update", "fleet", "--mirrored-paths", "")
+    assert show_json("fleet")["settings"]["mirroredPaths"] is None
+
+
+def test_integration_show_prints_the_pipelines_to_paste(api_key_env, db):
+    import yaml
+
+    run("create", "fleet", "--project-id", "p", "--mirrored-paths", "/sensor")
+
+    only = run("show", "fleet", "--pipeline")
+    full = run("show", "fleet")
+
+    documents = list(yaml.safe_load_all(only))
+    assert [(d["filter"]["path"], d["filter"]["content_type"]) for d in documents] == [
+        ("/sensor", "application/json"),
+        ("/sensor", "application/cbor"),
+    ]
+    assert only in full

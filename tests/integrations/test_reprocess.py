@@ -136,7 +136,7 @@ def test_reprocess_command_exits_non_zero_when_still_failing(strict):
 
 
 def test_reprocess_command_needs_a_selection(strict):
-    with pytest.raises(CommandError, match="--failed, --rejected and/or --id"):
+    with pytest.raises(CommandError, match="--failed, --rejected, --ignored and/or --id"):
         call_command("reprocess_webhooks", stdout=StringIO())
 
 

@@ -238,3 +238,56 @@ def test_settings_helpers_accept_good_values():
     assert parse_hhmm("07:05") == time(7, 5)
     assert validate_timezone("Europe/Berlin") == "Europe/Berlin"
     assert validate_glob("gw-[[]1]*") == "gw-[[]1]*"
+
+
+# --- mirrored paths ------------------------------------------------------------------------------
+
+
+def test_mirrored_paths_default_is_every_path_but_logs():
+    settings = SyncSettings.from_json({})
+
+    assert settings.mirrored_paths is None
+    assert settings.to_json()["mirroredPaths"] is None
+    assert settings.mirrors_path("sensor")
+    assert settings.mirrors_path("env/temp")
+    assert settings.mirrors_path("")  # no Ce-Type path: cannot be sorted, so kept
+    assert not settings.mirrors_path("logs")
+    assert not settings.mirrors_path("/logs/")
+
+
+def test_mirrored_paths_match_like_goliths_path_filter():
+    settings = SyncSettings.from_json({"mirroredPaths": ["/sensor", "/env/*"]})
+
+    assert settings.mirrors_path("sensor")
+    assert settings.mirrors_path("/sensor/")
+    assert settings.mirrors_path("env/temp")
+    assert not settings.mirrors_path("env")  # /env/* matches /env/..., not /env itself
+    assert not settings.mirrors_path("sensors")
+    assert not settings.mirrors_path("logs")
+
+
+def test_mirrored_paths_are_stored_in_goliths_syntax():
+    settings = SyncSettings.from_json({"mirroredPaths": ["sensor/", " env* ", "/sensor", "/a/b"]})
+
+    assert settings.to_json()["mirroredPaths"] == ["/sensor", "/env*", "/a/b"]
+    assert SyncSettings.from_json({"mirroredPaths": ["*"]}).mirrors_path("logs")
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("/sensor", "must be a list of path patterns"),
+        ([], "must list at least one path pattern, or be null"),
+        (["/a/*/b"], "a * may only end a pattern"),
+        (["/a b"], "holds spaces or control characters"),
+        ([""], "must be non-empty text"),
+        ([3], "must be non-empty text"),
+        (["/env/*", "/env/temp"], "'/env/temp' is already covered by '/env/*'"),
+        (["*", "/sensor"], "'/sensor' is already covered by '*'"),
+    ],
+)
+def test_mirrored_paths_refuses_what_golioth_cannot_filter(value, message):
+    with pytest.raises(SettingsError) as raised:
+        SyncSettings.from_json({"mirroredPaths": value})
+
+    assert message in raised.value.errors["mirroredPaths"]

@@ -106,3 +106,14 @@ def _staff_request():
     request = RequestFactory().get("/admin/")
     request.user = User(is_staff=True, is_superuser=True)
     return request
+
+
+def test_webhook_admin_integration_page_explains_paths_and_default_pipelines(admin_client, strict):
+    response = admin_client.get(
+        reverse("admin:integrations_deviceintegration_change", args=[strict.pk])
+    )
+
+    html = response.content.decode()
+    assert "Mirrored paths" in html
+    assert "Disable other pipelines that also deliver these paths to LightDB Stream" in html
+    assert "Buffered uploads" in html

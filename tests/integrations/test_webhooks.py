@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from integrations.models import ActivityLog, DeviceIntegration, WebhookDelivery
 from integrations.scheduling import dispatch_due_integrations
-from integrations.webhooks import pipeline_yaml, roll_up_webhook_minutes
+from integrations.webhooks import roll_up_webhook_minutes
 from telemetry.models import Device, TelemetryRecord
 
 SECRET = "whsec-test-0123456789-abcdef"
@@ -536,35 +536,3 @@ def test_webhook_database_failure_is_503_and_the_delivery_kept(client, hooked):
     assert delivery.outcome == "failed"
     assert "Traceback" in delivery.traceback
     assert not Device.objects.exists()  # rolled back with the rest of the work
-
-
-# --- the pipeline shown to operators -------------------------------------------------------------
-
-
-def test_pipeline_yaml_has_this_integrations_url_and_secret_name(hooked, settings):
-    settings.GSYNC_PUBLIC_URL = "https://gsync.example.com"
-
-    text = pipeline_yaml(hooked)
-
-    assert f"url: https://gsync.example.com/webhooks/golioth/{hooked.webhook_token}/" in text
-    assert "Authorization: $GSYNC_WEBHOOK_TOKEN" in text
-    assert "secret named GSYNC_WEBHOOK_TOKEN" in text
-    for step in (
-        "type: cbor-to-json",
-        "type: lightdb-stream",
-        "type: inject-metadata",
-        "type: webhook",
-    ):
-        assert step in text
-    assert text.index("lightdb-stream") < text.index("inject-metadata") < text.index("webhook\n")
-    assert SECRET not in text
-    assert "\t" not in text
-
-
-def test_pipeline_yaml_keeps_a_hostile_name_inside_its_comment(make_integration):
-    integration = make_integration('evil"\nsteps: []')
-
-    text = pipeline_yaml(integration)
-
-    assert "\nsteps: []" not in text
-    assert text.count("\nsteps:\n") == 1

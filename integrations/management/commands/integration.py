@@ -1,4 +1,4 @@
-"""`manage.py integration list | show NAME [--json] | create NAME ... | update NAME ...`
+"""`manage.py integration list | show NAME [--json|--pipeline] | create NAME ... | update NAME ...`
 
 create and update bind the admin's IntegrationForm, so every setting has a flag named after its
 form field (--sync-interval-seconds, --window-start, --filter-tags, ...), validated the same way,
@@ -18,10 +18,13 @@ from typing import Any
 from django import forms
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
+from django.utils import timezone
 from django.utils.html import strip_tags
 
 from integrations.forms import IntegrationForm
 from integrations.models import ActivityLog, DeviceIntegration
+from integrations.pipeline import pipeline_yaml
+from integrations.retention import reaches_past_retention
 from integrations.settings_changes import log_settings_change
 
 API_KEY_ENV = "GOLIOTH_API_KEY"
@@ -168,6 +171,9 @@ class Command(BaseCommand):
         show = actions.add_parser("show", help="one integration (secrets never shown)")
         show.add_argument("integration_name", metavar="NAME")
         show.add_argument("--json", action="store_true", help="as JSON, incl. the webhook URL")
+        show.add_argument(
+            "--pipeline", action="store_true", help="only the Golioth pipeline YAML to paste"
+        )
         create = actions.add_parser("create", help="a new integration (API key: see below)")
         create.add_argument("integration_name", metavar="NAME")
         add_form_flags(create, skip=("name",))
@@ -180,7 +186,11 @@ class Command(BaseCommand):
         if action == "list":
             self._list()
         elif action == "show":
-            self._show(self._get(options["integration_name"]), as_json=options["json"])
+            integration = self._get(options["integration_name"])
+            if options["pipeline"]:
+                self.stdout.write(pipeline_yaml(integration), ending="")
+            else:
+                self._show(integration, as_json=options["json"])
         else:
             self._save(options, creating=action == "create")
 
@@ -230,6 +240,8 @@ class Command(BaseCommand):
                     self.stdout.write(f"  {inner}: {json.dumps(item)}")
             else:
                 self.stdout.write(f"{key}: {value if value is not None else '-'}")
+        self.stdout.write("golioth pipelines (also: show NAME --pipeline):")
+        self.stdout.write(pipeline_yaml(integration), ending="")
 
     def _save(self, options: dict[str, Any], *, creating: bool) -> None:
         name = options["integration_name"]
@@ -248,6 +260,11 @@ class Command(BaseCommand):
             log_settings_change(integration, before=form.before, trigger=ActivityLog.Trigger.MANUAL)
         verb = "Created" if creating else "Updated"
         self.stdout.write(f"{verb} integration {integration.name!r}.")
+        backfill_from = integration.sync_settings.backfill_from
+        if backfill_from and options.get("backfill_from") is not None:
+            what = "The first pull (backfillFrom)"
+            if warning := reaches_past_retention(backfill_from, now=timezone.now(), what=what):
+                self.stderr.write(f"Warning: {warning}")
         self.stdout.write(f"Webhook URL: {integration.webhook_url}")
         if form.generated_secret:
             self.stdout.write(f"New webhook secret (shown only this once): {form.generated_secret}")

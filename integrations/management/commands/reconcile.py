@@ -7,7 +7,11 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from integrations.management.commands.runsync import parse_window, select_integrations
+from integrations.management.commands.runsync import (
+    parse_window,
+    select_integrations,
+    warn_past_retention,
+)
 from integrations.models import ActivityLog, DeviceIntegration
 from integrations.reconcile import ReconcileOutcome, reconcile_integration
 
@@ -31,6 +35,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         # The same time syntax, selection and exit codes as runsync.
         since, until = parse_window(options["since"], options["until"])
+        warn_past_retention(since, stderr=self.stderr)
         integrations = select_integrations(options["names"], every=options["all"])
         failed = 0
         for integration in integrations:

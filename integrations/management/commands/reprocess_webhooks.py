@@ -17,14 +17,19 @@ Outcome = WebhookDelivery.Outcome
 class Command(BaseCommand):
     help = (
         "Re-process stored webhook deliveries (after a fix or a settings change): --failed, "
-        "--rejected and/or --id, narrowed by --since and --integration. Processed deliveries are "
-        "never re-run. Exits non-zero when a delivery still fails."
+        "--rejected, --ignored and/or --id, narrowed by --since and --integration. Processed "
+        "deliveries are never re-run. Exits non-zero when a delivery still fails."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--failed", action="store_true", help="deliveries that failed")
         parser.add_argument(
             "--rejected", action="store_true", help="deliveries rejected (e.g. unknown device)"
+        )
+        parser.add_argument(
+            "--ignored",
+            action="store_true",
+            help="deliveries ignored (e.g. a path mirroredPaths did not include)",
         )
         parser.add_argument(
             "--id", action="append", dest="ids", type=int, metavar="N", help="this delivery"
@@ -49,10 +54,13 @@ class Command(BaseCommand):
             )
 
     def _select(self, options: dict[str, Any]):
-        outcomes = [o for flag, o in (("failed", Outcome.FAILED), ("rejected", Outcome.REJECTED))
-                    if options[flag]]  # fmt: skip
+        chosen = (("failed", Outcome.FAILED), ("rejected", Outcome.REJECTED),
+                  ("ignored", Outcome.IGNORED))  # fmt: skip
+        outcomes = [outcome for flag, outcome in chosen if options[flag]]
         if not outcomes and not options["ids"]:
-            raise CommandError("Say which deliveries: --failed, --rejected and/or --id N.")
+            raise CommandError(
+                "Say which deliveries: --failed, --rejected, --ignored and/or --id N."
+            )
         deliveries = WebhookDelivery.objects.select_related("integration").order_by("received_at")
         if outcomes:
             deliveries = deliveries.filter(outcome__in=outcomes)

@@ -12,6 +12,7 @@ from django.utils import timezone
 from tqdm import tqdm
 
 from integrations.models import ActivityLog, DeviceIntegration
+from integrations.retention import reaches_past_retention
 from integrations.sync import SyncOutcome, SyncProgress, sync_integration
 
 _AGE = re.compile(r"^(\d+)\s*([smhdw])$", re.IGNORECASE)
@@ -54,6 +55,12 @@ def parse_window(
     if since and since >= now:
         raise CommandError(f"--since ({since:%Y-%m-%d %H:%M:%S} UTC) is in the future")
     return since, until
+
+
+def warn_past_retention(since: datetime | None, *, stderr: Any) -> None:
+    # Said before the run, which still goes ahead: Golioth may keep more than the setting.
+    if since and (warning := reaches_past_retention(since, now=timezone.now(), what="--since")):
+        stderr.write(f"Warning: {warning}")
 
 
 def select_integrations(names: list[str], *, every: bool) -> list[DeviceIntegration]:
@@ -105,6 +112,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         since, until = parse_window(options["since"], options["until"])
+        warn_past_retention(since, stderr=self.stderr)
         integrations = select_integrations(options["names"], every=options["all"])
         failed = 0
         for integration in integrations:
