@@ -336,8 +336,14 @@ class GoliothClient:
     ) -> Any:
         what = f"{method} {path}"
         try:
+            # Never follow a redirect: requests would carry x-api-key to wherever it points.
             response = self._session.request(
-                method, self.base_url + path, params=params, json=json_body, timeout=self.timeout
+                method,
+                self.base_url + path,
+                params=params,
+                json=json_body,
+                timeout=self.timeout,
+                allow_redirects=False,
             )
         except requests.Timeout as exc:
             error = UnavailableError(f"Golioth did not answer {what} within {self.timeout:g}s")
@@ -350,7 +356,7 @@ class GoliothClient:
             raise _Transient(error) from exc
         except requests.RequestException as exc:
             raise GoliothError(self._scrub(f"request {what} failed: {exc}")) from exc
-        if response.status_code >= 400:
+        if response.status_code >= 300:
             self._raise_for_status(response, what)
         try:
             return response.json()

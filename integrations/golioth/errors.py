@@ -56,6 +56,14 @@ def error_for_status(
 ) -> GoliothError:
     if status in _STATUS_ERRORS:
         cls, template = _STATUS_ERRORS[status]
+    elif 300 <= status < 400:
+        cls, template = (
+            GoliothError,
+            (
+                "Golioth answered with a redirect ({status}) for {what}: gsync never follows "
+                "redirects, so the API key stays with the API host; check the API base URL"
+            ),
+        )
     elif status >= 500:
         cls, template = UnavailableError, "Golioth is unavailable ({status}): {what}"
     else:
