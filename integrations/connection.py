@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from integrations.crypto import DecryptionError
 from integrations.golioth.client import AuthenticationError, GoliothClient, GoliothError
+from integrations.golioth.errors import remote_text
 from integrations.lease import LeaseLostError
 from integrations.models import ActivityLog, DeviceIntegration
 from integrations.sync_settings import SettingsError
@@ -58,7 +59,8 @@ def test_connection(
             message="Connection test failed",
             error_message=describe_error(exc, integration=integration),
         )
-    name = project.get("name") if isinstance(project, dict) else None
+    # The project's name is the one remote text staff see here: bounded and plain.
+    name = remote_text(project.get("name"), limit=100) if isinstance(project, dict) else ""
     return ActivityLog.objects.log(
         integration,
         **entry,
