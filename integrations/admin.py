@@ -12,6 +12,7 @@ from typing import Any
 
 import cbor2
 from django.contrib import admin, messages
+from django.contrib.admin.utils import flatten_fieldsets
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
@@ -101,6 +102,25 @@ SETTINGS_FIELDSETS = [
         },
     ),
 ]
+# What staff who may only view an integration see: display fields, never the form's inputs
+# (rendering those read-only would call model methods that share their names).
+VIEW_ONLY_FIELDSETS = [
+    ("Connection", {"fields": ["name", "status", "project_id", "base_url", "api_key_display"]}),
+    ("Settings", {"fields": ["settings_display"]}),
+    (
+        "Webhook",
+        {
+            "fields": [
+                "webhook_url_display",
+                "webhook_enabled",
+                "webhook_secrets_display",
+                "webhook_rejected_count",
+                "pipeline_display",
+            ]
+        },
+    ),
+    ("Sync state", {"fields": SYNC_STATE_FIELDS}),
+]
 # Header names shown redacted even if a stored delivery somehow kept one (defense in depth).
 SECRET_HEADER_WORDS = ("authorization", "api-key", "apikey", "cookie", "secret", "token", "auth")
 
@@ -136,6 +156,8 @@ class DeviceIntegrationAdmin(SchedulingAdminMixin, admin.ModelAdmin):
     ]
 
     def get_fieldsets(self, request: HttpRequest, obj: DeviceIntegration | None = None) -> list:
+        if obj is not None and not self.has_change_permission(request, obj):
+            return VIEW_ONLY_FIELDSETS
         if obj is None:  # the webhook URL, secrets and state exist once saved
             return [*SETTINGS_FIELDSETS, ("Webhook", {"fields": WEBHOOK_FIELDS})]
         return [
@@ -143,6 +165,11 @@ class DeviceIntegrationAdmin(SchedulingAdminMixin, admin.ModelAdmin):
             ("Webhook", {"fields": WEBHOOK_CHANGE_FIELDS}),
             ("Sync state", {"fields": SYNC_STATE_FIELDS}),
         ]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        if obj is not None and not self.has_change_permission(request, obj):
+            return flatten_fieldsets(VIEW_ONLY_FIELDSETS)
+        return list(self.readonly_fields)
 
     def save_model(
         self, request: HttpRequest, obj: DeviceIntegration, form: IntegrationForm, change: bool
@@ -180,6 +207,20 @@ class DeviceIntegrationAdmin(SchedulingAdminMixin, admin.ModelAdmin):
             '<div class="help">Golioth pipelines POST readings here.</div>',
             obj.webhook_url,
         )
+
+    @admin.display(description="API key")
+    def api_key_display(self, obj: DeviceIntegration) -> str:
+        return obj.api_key_display
+
+    @admin.display(description="Settings")
+    def settings_display(self, obj: DeviceIntegration) -> SafeString:
+        return pretty_json(obj.settings)
+
+    @admin.display(description="Webhook secrets")
+    def webhook_secrets_display(self, obj: DeviceIntegration) -> str:
+        # When each was added, never the secret or its hint: enough to see a rotation is due.
+        added = [s.get("created", "")[:16].replace("T", " ") + " UTC" for s in obj.webhook_secrets]
+        return f"{len(added)} active, added {', '.join(added)}" if added else "none"
 
     @admin.display(description="Golioth pipeline")
     def pipeline_display(self, obj: DeviceIntegration) -> SafeString | str:
