@@ -8,7 +8,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.utils import timezone
 
-from integrations.crypto import DecryptionError
+from integrations.crypto import DecryptionError, EncryptionKeyError
 from integrations.golioth.client import AuthenticationError, GoliothClient, GoliothError
 from integrations.golioth.errors import remote_text
 from integrations.lease import LeaseLostError
@@ -16,7 +16,13 @@ from integrations.models import ActivityLog, DeviceIntegration
 from integrations.sync_settings import SettingsError
 
 # Failures with a message written for staff; anything else is a bug and gets a traceback.
-EXPECTED_ERRORS = (GoliothError, DecryptionError, LeaseLostError, SettingsError)
+EXPECTED_ERRORS = (
+    GoliothError,
+    DecryptionError,
+    EncryptionKeyError,
+    LeaseLostError,
+    SettingsError,
+)
 
 Status = ActivityLog.Status
 
@@ -78,7 +84,7 @@ def describe_error(exc: Exception, *, integration: DeviceIntegration) -> str:
         text = f"unexpected error ({type(exc).__name__}): {exc}"
     try:
         key = integration.get_api_key()
-    except DecryptionError:
+    except (DecryptionError, EncryptionKeyError):
         key = ""
     if len(key) >= 4:
         text = text.replace(key, "[redacted]")

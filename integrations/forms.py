@@ -15,6 +15,7 @@ from zoneinfo import available_timezones
 from django import forms
 from django.utils.html import format_html, format_html_join
 
+from integrations import crypto
 from integrations.golioth.api_hosts import ApiHostError, ApiHostPolicy
 from integrations.models import DeviceIntegration
 from integrations.settings_changes import snapshot
@@ -306,6 +307,11 @@ class IntegrationForm(forms.ModelForm):
             )
         if any(char.isspace() for char in key):
             raise forms.ValidationError("An API key has no spaces; check what was pasted.")
+        if key:
+            try:
+                crypto.check_keys()
+            except crypto.EncryptionKeyError as exc:
+                raise forms.ValidationError(f"gsync cannot store the key: {exc}") from None
         return key
 
     def clean_base_url(self) -> str:

@@ -8,9 +8,10 @@ import time
 from datetime import timedelta
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
+from integrations import crypto
 from integrations.demo import Demo, add_live_readings, pause_demo, start_demo
 from integrations.golioth.api_hosts import ApiHostError, ApiHostPolicy
 from integrations.scheduling import ensure_schedules
@@ -37,6 +38,10 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         ensure_schedules()
+        try:
+            crypto.check_keys()  # the demo stores the simulator's API key
+        except crypto.EncryptionKeyError as exc:
+            raise CommandError(str(exc)) from None
         demo = start_demo(
             port=options["port"],
             devices=options["devices"],
