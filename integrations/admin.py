@@ -15,6 +15,8 @@ from django.contrib import admin, messages
 from django.contrib.admin.utils import flatten_fieldsets
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.template.response import TemplateResponse
+from django.utils.cache import add_never_cache_headers
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.text import Truncator
@@ -176,16 +178,30 @@ class DeviceIntegrationAdmin(SchedulingAdminMixin, admin.ModelAdmin):
     ) -> None:
         super().save_model(request, obj, form, change)
         log_settings_change(obj, before=form.before, trigger=ActivityLog.Trigger.ADMIN)
-        if form.generated_secret:
-            self.message_user(
-                request,
-                format_html(
-                    "New webhook secret, shown only this once: <code>{}</code> Store it in "
-                    "Golioth now (Project settings &gt; Secrets).",
-                    form.generated_secret,
-                ),
-                messages.SUCCESS,
-            )
+        # For the response only: a message would carry it in the (signed, readable) cookie.
+        request.gsync_new_webhook_secret = form.generated_secret  # type: ignore[attr-defined]
+
+    def response_add(self, request: HttpRequest, obj: DeviceIntegration, *args: Any) -> Any:
+        return self._new_secret_page(request, obj) or super().response_add(request, obj, *args)
+
+    def response_change(self, request: HttpRequest, obj: DeviceIntegration) -> Any:
+        return self._new_secret_page(request, obj) or super().response_change(request, obj)
+
+    def _new_secret_page(self, request: HttpRequest, obj: DeviceIntegration) -> Any:
+        """The page that made a new webhook secret shows it, once, and is never cached."""
+        secret = getattr(request, "gsync_new_webhook_secret", "")
+        if not secret:
+            return None
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"New webhook secret for {obj}",
+            "integration": obj,
+            "secret": secret,
+            "opts": self.model._meta,
+        }
+        response = TemplateResponse(request, "admin/integrations/new_webhook_secret.html", context)
+        add_never_cache_headers(response)
+        return response
 
     @admin.display(boolean=True, description="Sync enabled")
     def sync_enabled(self, obj: DeviceIntegration) -> bool | None:

@@ -21,6 +21,14 @@ def new_webhook_token() -> str:
     return secrets.token_urlsafe(24)
 
 
+# A secret shorter than this shows no characters at all: its last four would give too much away.
+HINT_MIN_LENGTH = 20
+
+
+def secret_hint(raw: str) -> str:
+    return raw[-4:] if len(raw) >= HINT_MIN_LENGTH else ""
+
+
 def hash_secret(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
@@ -94,14 +102,16 @@ class DeviceIntegration(models.Model):
 
     def set_api_key(self, raw: str) -> None:
         self.api_key_encrypted = crypto.encrypt(raw)
-        self.api_key_hint = raw[-4:]
+        self.api_key_hint = secret_hint(raw)
 
     def get_api_key(self) -> str:
         return crypto.decrypt(self.api_key_encrypted) if self.api_key_encrypted else ""
 
     @property
     def api_key_display(self) -> str:
-        return f"••••{self.api_key_hint}" if self.api_key_hint else "(not set)"
+        if not self.api_key_encrypted:
+            return "(not set)"
+        return f"••••{self.api_key_hint}" if self.api_key_hint else "•••• (set)"
 
     # -- webhook secrets ---------------------------------------------------------------------
 
@@ -113,7 +123,7 @@ class DeviceIntegration(models.Model):
             {
                 "id": uuid.uuid4().hex[:8],
                 "hash": hash_secret(raw),
-                "hint": raw[-4:],
+                "hint": secret_hint(raw),
                 "created": timezone.now().isoformat(),
             },
         ]
