@@ -390,7 +390,7 @@ class WebhookDeliveryAdmin(BigTableAdmin):
         self.message_user(request, result.describe(), level)
 
     def has_reprocess_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("integrations.change_webhookdelivery")
+        return request.user.has_perm("integrations.reprocess_webhookdelivery")
 
     @admin.display(description="Error")
     def short_error(self, obj: WebhookDelivery) -> str:

@@ -84,6 +84,9 @@ class DeviceIntegration(models.Model):
     class Meta:
         db_table = "device_integrations"
         ordering = ["name"]
+        permissions = [
+            ("run_sync", "Can run syncs, backfills, reconciliation and connection tests"),
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -375,6 +378,7 @@ class WebhookDelivery(models.Model):
             ),
         ]
         verbose_name_plural = "webhook deliveries"
+        permissions = [("reprocess_webhookdelivery", "Can re-process webhook deliveries")]
 
     def __str__(self) -> str:
         return f"Delivery {self.pk} to {self.integration} ({self.outcome})"
