@@ -63,3 +63,13 @@ def decrypt(token: str) -> str:
         raise DecryptionError(
             "the stored API key cannot be decrypted with the configured GSYNC_ENCRYPTION_KEY"
         ) from exc
+
+
+def rotate(token: str) -> str:
+    """`token` encrypted again with the first key (it may have been made with any of them)."""
+    try:
+        return _fernet().rotate(token.encode()).decode()
+    except InvalidToken as exc:
+        raise DecryptionError(
+            "the stored API key cannot be decrypted with the configured GSYNC_ENCRYPTION_KEY"
+        ) from exc

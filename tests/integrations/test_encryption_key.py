@@ -76,3 +76,31 @@ def test_admin_save_without_a_usable_key_is_a_field_error(admin_client, settings
     assert response.status_code == 200
     assert "GSYNC_ENCRYPTION_KEY" in form_errors(response)["api_key"][0]
     assert not DeviceIntegration.objects.exists()
+
+
+def test_rotate_encryption_key_reencrypts_every_api_key(make_integration, settings):
+    from cryptography.fernet import Fernet
+
+    old_key, new_key = settings.GSYNC_ENCRYPTION_KEYS[0], Fernet.generate_key().decode()
+    first = make_integration("one", api_key="first-api-key-000000000")
+    make_integration("two", api_key="second-api-key-11111111")
+    DeviceIntegration.objects.create(name="keyless", project_id="p")
+    settings.GSYNC_ENCRYPTION_KEYS = [new_key, old_key]
+    out = io.StringIO()
+
+    call_command("rotate_encryption_key", stdout=out)
+
+    assert "Re-encrypted 2 API keys" in out.getvalue()
+    settings.GSYNC_ENCRYPTION_KEYS = [new_key]  # the old key can go now
+    assert DeviceIntegration.objects.get(pk=first.pk).get_api_key() == "first-api-key-000000000"
+    assert DeviceIntegration.objects.get(name="two").get_api_key() == "second-api-key-11111111"
+
+
+def test_rotate_encryption_key_names_a_key_it_cannot_read(make_integration, settings):
+    from cryptography.fernet import Fernet
+
+    make_integration("lost", api_key="lost-api-key-0000000000")
+    settings.GSYNC_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]
+
+    with pytest.raises(CommandError, match="'lost'.*enter its API key again"):
+        call_command("rotate_encryption_key", stdout=io.StringIO())
