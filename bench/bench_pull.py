@@ -133,6 +133,9 @@ def setup_django(database_url: str) -> None:
         DJANGO_SETTINGS_MODULE="gsync.settings",
         SECRET_KEY="bench-only-secret-key",
         GSYNC_ENCRYPTION_KEY=Fernet.generate_key().decode(),
+        # The simulator listens on 127.0.0.1, which gsync refuses unless told (issue 9).
+        GSYNC_API_HOSTS="127.0.0.1",
+        GSYNC_ALLOW_PRIVATE_API_HOSTS="1",
         LOG_LEVEL="WARNING",
     )
     import django

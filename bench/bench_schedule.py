@@ -48,6 +48,9 @@ def setup_django(database_url: str) -> dict[str, str]:
         DJANGO_SETTINGS_MODULE="gsync.settings",
         SECRET_KEY="bench-only-secret-key",
         GSYNC_ENCRYPTION_KEY=Fernet.generate_key().decode(),
+        # The simulator listens on 127.0.0.1, which gsync refuses unless told (issue 9).
+        GSYNC_API_HOSTS="127.0.0.1",
+        GSYNC_ALLOW_PRIVATE_API_HOSTS="1",
         GSYNC_WORKERS="2",
         LOG_LEVEL="WARNING",
     )

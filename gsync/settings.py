@@ -51,6 +51,13 @@ GSYNC_WORKERS = env.int("GSYNC_WORKERS", default=2)
 GSYNC_HTTP_TIMEOUT = env.float("GSYNC_HTTP_TIMEOUT", default=15.0)
 GSYNC_HTTP_MAX_RETRIES = env.int("GSYNC_HTTP_MAX_RETRIES", default=5)
 GSYNC_HTTP_BACKOFF = env.float("GSYNC_HTTP_BACKOFF", default=0.5)
+# The only hosts an API key is ever sent to (`*.example.com`: its subdomains), and whether they
+# may resolve to loopback, private or link-local addresses. The demo adds its local simulator.
+GSYNC_API_HOSTS = env.list("GSYNC_API_HOSTS", default=["api.golioth.io"])
+GSYNC_ALLOW_PRIVATE_API_HOSTS = env.bool("GSYNC_ALLOW_PRIVATE_API_HOSTS", default=False)
+if env.str("GSYNC_DEMO", default="") == "1":
+    GSYNC_API_HOSTS = [*GSYNC_API_HOSTS, "127.0.0.1"]
+    GSYNC_ALLOW_PRIVATE_API_HOSTS = True
 # A sync run holds its integration's lease this long, renewed while it works; a dead worker's
 # lease frees itself after at most this many seconds.
 GSYNC_SYNC_LEASE_SECONDS = env.int("GSYNC_SYNC_LEASE_SECONDS", default=300)

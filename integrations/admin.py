@@ -12,10 +12,12 @@ from typing import Any
 
 import cbor2
 from django.contrib import admin, messages
-from django.contrib.admin.utils import unquote
+from django.contrib.admin.utils import flatten_fieldsets, unquote
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
 from django.utils import timezone
+from django.utils.cache import add_never_cache_headers
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.text import Truncator
@@ -113,6 +115,25 @@ PIPELINE_HELP = (
     "/logs stays out unless listed). Disable other pipelines that also deliver these paths to "
     "LightDB Stream, or each reading is stored twice; the comments explain buffered uploads."
 )
+# What staff who may only view an integration see: display fields, never the form's inputs
+# (rendering those read-only would call model methods that share their names).
+VIEW_ONLY_FIELDSETS = [
+    ("Connection", {"fields": ["name", "status", "project_id", "base_url", "api_key_display"]}),
+    ("Settings", {"fields": ["settings_display"]}),
+    (
+        "Webhook",
+        {
+            "fields": [
+                "webhook_url_display",
+                "webhook_enabled",
+                "webhook_secrets_display",
+                "webhook_rejected_count",
+                "pipeline_display",
+            ]
+        },
+    ),
+    ("Sync state", {"fields": SYNC_STATE_FIELDS}),
+]
 # Header names shown redacted even if a stored delivery somehow kept one (defense in depth).
 SECRET_HEADER_WORDS = ("authorization", "api-key", "apikey", "cookie", "secret", "token", "auth")
 
@@ -148,6 +169,8 @@ class DeviceIntegrationAdmin(SchedulingAdminMixin, admin.ModelAdmin):
     ]
 
     def get_fieldsets(self, request: HttpRequest, obj: DeviceIntegration | None = None) -> list:
+        if obj is not None and not self.has_change_permission(request, obj):
+            return VIEW_ONLY_FIELDSETS
         if obj is None:  # the webhook URL, secrets and state exist once saved
             return [*SETTINGS_FIELDSETS, ("Webhook", {"fields": WEBHOOK_FIELDS})]
         return [
@@ -156,21 +179,40 @@ class DeviceIntegrationAdmin(SchedulingAdminMixin, admin.ModelAdmin):
             ("Sync state", {"fields": SYNC_STATE_FIELDS}),
         ]
 
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        if obj is not None and not self.has_change_permission(request, obj):
+            return flatten_fieldsets(VIEW_ONLY_FIELDSETS)
+        return list(self.readonly_fields)
+
     def save_model(
         self, request: HttpRequest, obj: DeviceIntegration, form: IntegrationForm, change: bool
     ) -> None:
         super().save_model(request, obj, form, change)
         log_settings_change(obj, before=form.before, trigger=ActivityLog.Trigger.ADMIN)
-        if form.generated_secret:
-            self.message_user(
-                request,
-                format_html(
-                    "New webhook secret, shown only this once: <code>{}</code> Store it in "
-                    "Golioth now (Project settings &gt; Secrets).",
-                    form.generated_secret,
-                ),
-                messages.SUCCESS,
-            )
+        # For the response only: a message would carry it in the (signed, readable) cookie.
+        request.gsync_new_webhook_secret = form.generated_secret  # type: ignore[attr-defined]
+
+    def response_add(self, request: HttpRequest, obj: DeviceIntegration, *args: Any) -> Any:
+        return self._new_secret_page(request, obj) or super().response_add(request, obj, *args)
+
+    def response_change(self, request: HttpRequest, obj: DeviceIntegration) -> Any:
+        return self._new_secret_page(request, obj) or super().response_change(request, obj)
+
+    def _new_secret_page(self, request: HttpRequest, obj: DeviceIntegration) -> Any:
+        """The page that made a new webhook secret shows it, once, and is never cached."""
+        secret = getattr(request, "gsync_new_webhook_secret", "")
+        if not secret:
+            return None
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"New webhook secret for {obj}",
+            "integration": obj,
+            "secret": secret,
+            "opts": self.model._meta,
+        }
+        response = TemplateResponse(request, "admin/integrations/new_webhook_secret.html", context)
+        add_never_cache_headers(response)
+        return response
 
     def change_view(
         self,
@@ -213,6 +255,20 @@ class DeviceIntegrationAdmin(SchedulingAdminMixin, admin.ModelAdmin):
             PIPELINE_HELP,
             pipeline_yaml(obj),
         )
+
+    @admin.display(description="API key")
+    def api_key_display(self, obj: DeviceIntegration) -> str:
+        return obj.api_key_display
+
+    @admin.display(description="Settings")
+    def settings_display(self, obj: DeviceIntegration) -> SafeString:
+        return pretty_json(obj.settings)
+
+    @admin.display(description="Webhook secrets")
+    def webhook_secrets_display(self, obj: DeviceIntegration) -> str:
+        # When each was added, never the secret or its hint: enough to see a rotation is due.
+        added = [s.get("created", "")[:16].replace("T", " ") + " UTC" for s in obj.webhook_secrets]
+        return f"{len(added)} active, added {', '.join(added)}" if added else "none"
 
     @admin.display(description="Next due")
     def next_due(self, obj: DeviceIntegration) -> Any:
@@ -358,7 +414,7 @@ class WebhookDeliveryAdmin(BigTableAdmin):
         self.message_user(request, result.describe(), level)
 
     def has_reprocess_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("integrations.change_webhookdelivery")
+        return request.user.has_perm("integrations.reprocess_webhookdelivery")
 
     @admin.display(description="Error")
     def short_error(self, obj: WebhookDelivery) -> str:

@@ -67,7 +67,8 @@ class BackfillForm(forms.Form):
 
 
 class SchedulingAdminMixin:
-    """Health columns, "Sync now", "Test connection", "Backfill…", "Pause" and "Resume"."""
+    """Health columns, "Sync now", "Test connection", "Backfill…" (`run_sync` permission),
+    "Pause" and "Resume" (change permission)."""
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[DeviceIntegration]:
         since = timezone.now() - DAY
@@ -121,7 +122,12 @@ class SchedulingAdminMixin:
 
     # --- actions ---------------------------------------------------------------------------------
 
-    @admin.action(description="Sync now", permissions=["change"])
+    def has_run_sync_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        """Runs, backfills, reconciliation and connection tests: the `run_sync` permission
+        ("gsync operators" have it), not merely change."""
+        return request.user.has_perm("integrations.run_sync")
+
+    @admin.action(description="Sync now", permissions=["run_sync"])
     def sync_now(self, request: HttpRequest, queryset: QuerySet[DeviceIntegration]) -> None:
         for integration in queryset:
             if enqueue_sync(integration, trigger=ActivityLog.Trigger.ADMIN):
@@ -138,7 +144,7 @@ class SchedulingAdminMixin:
                     messages.WARNING,
                 )
 
-    @admin.action(description="Test connection", permissions=["change"])
+    @admin.action(description="Test connection", permissions=["run_sync"])
     def test_connection(self, request: HttpRequest, queryset: QuerySet[DeviceIntegration]) -> None:
         for integration in queryset:
             entry = sync.test_connection(integration, trigger=ActivityLog.Trigger.ADMIN)
@@ -151,7 +157,7 @@ class SchedulingAdminMixin:
                     messages.ERROR,
                 )
 
-    @admin.action(description="Backfill…", permissions=["change"])
+    @admin.action(description="Backfill…", permissions=["run_sync"])
     def backfill(
         self, request: HttpRequest, queryset: QuerySet[DeviceIntegration]
     ) -> HttpResponse | None:
@@ -204,9 +210,9 @@ class SchedulingAdminMixin:
         return [backfill, *super().get_urls()]
 
     def backfill_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        if not self.has_run_sync_permission(request):
+            return HttpResponse("You may not backfill integrations.", status=403)
         integration = get_object_or_404(DeviceIntegration, pk=object_id)
-        if not self.has_change_permission(request, integration):
-            return HttpResponse("You may not backfill this integration.", status=403)
         now = timezone.localtime().replace(second=0, microsecond=0)
         form = BackfillForm(
             request.POST or None, initial={"since": now - timedelta(days=1), "until": now}

@@ -8,44 +8,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from cryptography.fernet import Fernet
-from django.conf import settings
-from django.core.checks import Tags, Warning, register
+from django.core.checks import Error, Tags, Warning, register
 from django.db import DatabaseError
 
-KEY_HINT = (
-    "Generate one with `python -c 'from cryptography.fernet import Fernet; "
-    "print(Fernet.generate_key().decode())'` and set GSYNC_ENCRYPTION_KEY (`make run` writes one "
-    "to .env)."
-)
+from integrations.crypto import KEY_HINT, key_problems
 
 
 @register(Tags.security)
-def check_encryption_key(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
-    keys = getattr(settings, "GSYNC_ENCRYPTION_KEYS", [])
-    if not keys:
-        return [
-            Warning(
-                "GSYNC_ENCRYPTION_KEY is not set: Golioth API keys can be neither stored nor read.",
-                hint=KEY_HINT,
-                id="gsync.W002",
-            )
-        ]
-    warnings = []
-    for position, key in enumerate(keys, start=1):
-        try:
-            Fernet(key)
-        except (ValueError, TypeError):
-            # Never echo the key itself: its position is enough to find it.
-            warnings.append(
-                Warning(
-                    f"GSYNC_ENCRYPTION_KEY entry {position} of {len(keys)} is not a valid Fernet "
-                    "key (32 url-safe base64-encoded bytes).",
-                    hint=KEY_HINT,
-                    id="gsync.W003",
-                )
-            )
-    return warnings
+def check_encryption_key(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    """An error, not a warning: without a usable key no integration can be saved or synced."""
+    return [
+        Error(problem, hint=KEY_HINT, id="gsync.E002" if "not set" in problem else "gsync.E003")
+        for problem in key_problems()
+    ]
 
 
 @register(Tags.security, Tags.database)

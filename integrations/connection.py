@@ -8,14 +8,21 @@ from __future__ import annotations
 from django.conf import settings
 from django.utils import timezone
 
-from integrations.crypto import DecryptionError
+from integrations.crypto import DecryptionError, EncryptionKeyError
 from integrations.golioth.client import AuthenticationError, GoliothClient, GoliothError
+from integrations.golioth.errors import remote_text
 from integrations.lease import LeaseLostError
 from integrations.models import ActivityLog, DeviceIntegration
 from integrations.sync_settings import SettingsError
 
 # Failures with a message written for staff; anything else is a bug and gets a traceback.
-EXPECTED_ERRORS = (GoliothError, DecryptionError, LeaseLostError, SettingsError)
+EXPECTED_ERRORS = (
+    GoliothError,
+    DecryptionError,
+    EncryptionKeyError,
+    LeaseLostError,
+    SettingsError,
+)
 
 Status = ActivityLog.Status
 
@@ -58,7 +65,8 @@ def test_connection(
             message="Connection test failed",
             error_message=describe_error(exc, integration=integration),
         )
-    name = project.get("name") if isinstance(project, dict) else None
+    # The project's name is the one remote text staff see here: bounded and plain.
+    name = remote_text(project.get("name"), limit=100) if isinstance(project, dict) else ""
     return ActivityLog.objects.log(
         integration,
         **entry,
@@ -76,7 +84,7 @@ def describe_error(exc: Exception, *, integration: DeviceIntegration) -> str:
         text = f"unexpected error ({type(exc).__name__}): {exc}"
     try:
         key = integration.get_api_key()
-    except DecryptionError:
+    except (DecryptionError, EncryptionKeyError):
         key = ""
     if len(key) >= 4:
         text = text.replace(key, "[redacted]")

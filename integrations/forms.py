@@ -15,6 +15,8 @@ from zoneinfo import available_timezones
 from django import forms
 from django.utils.html import format_html, format_html_join
 
+from integrations import crypto
+from integrations.golioth.api_hosts import ApiHostError, ApiHostPolicy
 from integrations.models import DeviceIntegration
 from integrations.settings_changes import snapshot
 from integrations.sync_settings import DAY_NAMES, DeviceFilter, SettingsError, SyncSettings
@@ -51,6 +53,8 @@ SETTINGS_FIELDS = {
 # An error about a whole object lands on the field that switches it on (None: the whole form).
 OBJECT_FIELDS = {"timeWindow": "window_enabled", "deviceFilter": None, "settings": None}
 NO_WINDOW = {"start": "", "end": "", "timezone": "UTC", "days": list(range(7))}
+# Fields that say where the API key goes: changing one needs the key again.
+KEY_DESTINATION = {"base_url": "API base URL", "project_id": "project"}
 _LIST_SEPARATORS = re.compile(r"[\s,]+")
 
 
@@ -177,7 +181,8 @@ class IntegrationForm(forms.ModelForm):
         label="API base URL",
         max_length=200,
         assume_scheme="https",
-        help_text="https://api.golioth.io unless you use a staging or self-hosted API.",
+        help_text="https://api.golioth.io unless you use a staging or self-hosted API (its host "
+        "must be in GSYNC_API_HOSTS). Changing it, or the project, needs the API key again.",
     )
     api_key = forms.CharField(
         label="API key",
@@ -329,13 +334,46 @@ class IntegrationForm(forms.ModelForm):
             )
         if any(char.isspace() for char in key):
             raise forms.ValidationError("An API key has no spaces; check what was pasted.")
+        if key:
+            try:
+                crypto.check_keys()
+            except crypto.EncryptionKeyError as exc:
+                raise forms.ValidationError(f"gsync cannot store the key: {exc}") from None
         return key
+
+    def clean_base_url(self) -> str:
+        url = self.cleaned_data["base_url"]
+        try:
+            ApiHostPolicy.from_settings().check_addresses(url)
+        except ApiHostError as exc:
+            raise forms.ValidationError(sentence(str(exc))) from None
+        except (OSError, UnicodeError):
+            pass  # no DNS answer now (offline?): the client checks again before every call
+        return url
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
+        self._clean_key_destination(cleaned)
         self._clean_settings(cleaned)
         self._clean_webhook(cleaned)
         return cleaned
+
+    def _clean_key_destination(self, cleaned: dict[str, Any]) -> None:
+        """The key goes only where it was saved for: moving it needs the key again, so a user
+        who may edit an integration cannot send its key to a host or project of their own."""
+        if (
+            not self.instance.api_key_encrypted
+            or cleaned.get("api_key")
+            or "api_key" in self.errors
+        ):
+            return
+        moved = [label for name, label in KEY_DESTINATION.items() if name in self.changed_data]
+        if moved:
+            self.add_error(
+                "api_key",
+                f"You changed the {' and the '.join(moved)}: enter the API key again. gsync "
+                "sends a key only to the host and project it was saved for.",
+            )
 
     def _clean_settings(self, cleaned: dict[str, Any]) -> None:
         data = build_settings(cleaned, base=self.instance.settings or {})

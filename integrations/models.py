@@ -21,6 +21,14 @@ def new_webhook_token() -> str:
     return secrets.token_urlsafe(24)
 
 
+# A secret shorter than this shows no characters at all: its last four would give too much away.
+HINT_MIN_LENGTH = 20
+
+
+def secret_hint(raw: str) -> str:
+    return raw[-4:] if len(raw) >= HINT_MIN_LENGTH else ""
+
+
 def hash_secret(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
@@ -84,6 +92,9 @@ class DeviceIntegration(models.Model):
     class Meta:
         db_table = "device_integrations"
         ordering = ["name"]
+        permissions = [
+            ("run_sync", "Can run syncs, backfills, reconciliation and connection tests"),
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -102,14 +113,16 @@ class DeviceIntegration(models.Model):
 
     def set_api_key(self, raw: str) -> None:
         self.api_key_encrypted = crypto.encrypt(raw)
-        self.api_key_hint = raw[-4:]
+        self.api_key_hint = secret_hint(raw)
 
     def get_api_key(self) -> str:
         return crypto.decrypt(self.api_key_encrypted) if self.api_key_encrypted else ""
 
     @property
     def api_key_display(self) -> str:
-        return f"••••{self.api_key_hint}" if self.api_key_hint else "(not set)"
+        if not self.api_key_encrypted:
+            return "(not set)"
+        return f"••••{self.api_key_hint}" if self.api_key_hint else "•••• (set)"
 
     # -- webhook secrets ---------------------------------------------------------------------
 
@@ -121,7 +134,7 @@ class DeviceIntegration(models.Model):
             {
                 "id": uuid.uuid4().hex[:8],
                 "hash": hash_secret(raw),
-                "hint": raw[-4:],
+                "hint": secret_hint(raw),
                 "created": timezone.now().isoformat(),
             },
         ]
@@ -374,6 +387,7 @@ class WebhookDelivery(models.Model):
             ),
         ]
         verbose_name_plural = "webhook deliveries"
+        permissions = [("reprocess_webhookdelivery", "Can re-process webhook deliveries")]
 
     def __str__(self) -> str:
         return f"Delivery {self.pk} to {self.integration} ({self.outcome})"

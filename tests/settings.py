@@ -13,6 +13,11 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # Retries of the Golioth client back off for milliseconds, not seconds, against the simulator.
 GSYNC_HTTP_BACKOFF = 0.01
 
+# The simulator and the stub servers listen on 127.0.0.1: allowed here, explicitly (the default
+# refuses it, see tests/integrations/golioth/test_api_hosts.py).
+GSYNC_API_HOSTS = [*GSYNC_API_HOSTS, "127.0.0.1"]  # noqa: F405
+GSYNC_ALLOW_PRIVATE_API_HOSTS = True
+
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
     # A file, not the in-memory default: tests that run syncs in threads need SQLite's real
     # locking (WAL, busy timeout). The in-memory database's shared cache fails at once with

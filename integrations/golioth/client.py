@@ -26,6 +26,7 @@ from urllib.parse import quote
 import requests
 from requests.adapters import HTTPAdapter
 
+from integrations.golioth.api_hosts import ApiHostError, ApiHostPolicy
 from integrations.golioth.errors import (
     AuthenticationError,
     GoliothError,
@@ -35,6 +36,7 @@ from integrations.golioth.errors import (
     RateLimitedError,
     UnavailableError,
     error_for_status,
+    remote_text,
 )
 from integrations.golioth.payloads import (
     BucketCount,
@@ -51,6 +53,7 @@ from integrations.golioth.window import Page, WindowReader, WindowStats
 
 # The errors live in errors.py (for size) and are part of this module's API.
 __all__ = [
+    "ApiHostError",
     "AuthenticationError",
     "ClientStats",
     "GoliothClient",
@@ -130,11 +133,15 @@ class GoliothClient:
         backoff_factor: float = 0.5,
         page_size: int = 100,
         concurrency: int = 4,
+        api_hosts: ApiHostPolicy | None = None,
     ) -> None:
+        """`api_hosts`: where the key may go; default the deployment's settings."""
         if not base_url.startswith(("http://", "https://")):
             raise ValueError("base_url must start with http:// or https://")
         if not api_key:
             raise ValueError("an API key is required")
+        self._hosts = api_hosts or ApiHostPolicy.from_settings()
+        self._hosts.check_url(base_url)
         self.base_url = base_url.rstrip("/")
         self.project_id = project_id
         self.timeout = timeout
@@ -391,9 +398,16 @@ class GoliothClient:
         self, method: str, path: str, params: dict[str, Any] | None, json_body: Any
     ) -> Any:
         what = f"{method} {path}"
+        self._check_host(what)
         try:
+            # Never follow a redirect: requests would carry x-api-key to wherever it points.
             response = self._session.request(
-                method, self.base_url + path, params=params, json=json_body, timeout=self.timeout
+                method,
+                self.base_url + path,
+                params=params,
+                json=json_body,
+                timeout=self.timeout,
+                allow_redirects=False,
             )
         except requests.Timeout as exc:
             error = UnavailableError(f"Golioth did not answer {what} within {self.timeout:g}s")
@@ -406,13 +420,22 @@ class GoliothClient:
             raise _Transient(error) from exc
         except requests.RequestException as exc:
             raise GoliothError(self._scrub(f"request {what} failed: {exc}")) from exc
-        if response.status_code >= 400:
+        if response.status_code >= 300:
             self._raise_for_status(response, what)
         try:
             return response.json()
         except ValueError as exc:
             # Garbled bodies are retried: a proxy or a dropped connection, not Golioth's answer.
             error = MalformedResponseError(f"Golioth sent a body that is not JSON for {what}")
+            raise _Transient(error) from exc
+
+    def _check_host(self, what: str) -> None:
+        """Before every request, not once: a name can resolve somewhere else by now. (requests
+        resolves it again to connect; this narrows DNS rebinding to that gap.)"""
+        try:
+            self._hosts.check_addresses(self.base_url)
+        except (OSError, UnicodeError) as exc:
+            error = UnavailableError(f"cannot resolve the Golioth API host for {what}")
             raise _Transient(error) from exc
 
     def _raise_for_status(self, response: requests.Response, what: str) -> None:
@@ -458,12 +481,12 @@ def _retry_after(response: requests.Response) -> float | None:
 
 
 def _message_of(response: requests.Response) -> str:
+    """The gRPC `message` of an error body, bounded and plain (see remote_text)."""
     try:
         body = response.json()
     except ValueError:
         return ""
-    message = body.get("message") if isinstance(body, dict) else None
-    return " ".join(str(message).split())[:200] if message else ""
+    return remote_text(body.get("message"), limit=200) if isinstance(body, dict) else ""
 
 
 def _parse(parser: Any, body: Any) -> Any:

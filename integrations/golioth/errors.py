@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 
 class GoliothError(Exception):
     """A Golioth call failed; `status` is the HTTP status when Golioth answered at all."""
@@ -60,6 +62,14 @@ def error_for_status(
 ) -> GoliothError:
     if status in _STATUS_ERRORS:
         cls, template = _STATUS_ERRORS[status]
+    elif 300 <= status < 400:
+        cls, template = (
+            GoliothError,
+            (
+                "Golioth answered with a redirect ({status}) for {what}: gsync never follows "
+                "redirects, so the API key stays with the API host; check the API base URL"
+            ),
+        )
     elif status >= 500:
         cls, template = UnavailableError, "Golioth is unavailable ({status}): {what}"
     else:
@@ -68,3 +78,16 @@ def error_for_status(
     if golioth_message:
         message += f" (Golioth said: {golioth_message})"
     return cls(message, status=status)
+
+
+def remote_text(value: object, *, limit: int) -> str:
+    """Text from a remote answer, fit to show staff: only a string, no control, format (bidi
+    override, zero-width) or private-use characters, whitespace collapsed, at most `limit`
+    characters. Anything else is dropped: a hostile answer must not write our messages."""
+    if not isinstance(value, str):
+        return ""
+    head = value[: limit * 4]
+    text = " ".join(
+        "".join(" " if unicodedata.category(ch)[0] == "C" else ch for ch in head).split()
+    )
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -18,9 +18,9 @@ def test_checks_are_registered_with_django():
     assert check_webhook_secrets in registered
 
 
-def test_check_encryption_key_missing(settings):
+def test_check_encryption_key_missing_is_an_error(settings):
     settings.GSYNC_ENCRYPTION_KEYS = []
-    assert ids(check_encryption_key()) == ["gsync.W002"]
+    assert ids(check_encryption_key()) == ["gsync.E002"]
 
 
 def test_check_encryption_key_invalid_names_position_not_value(settings):
@@ -28,7 +28,7 @@ def test_check_encryption_key_invalid_names_position_not_value(settings):
 
     messages = check_encryption_key()
 
-    assert ids(messages) == ["gsync.W003"]
+    assert ids(messages) == ["gsync.E003"]
     assert "entry 2 of 2" in messages[0].msg
     assert "not-a-fernet-key" not in messages[0].msg + (messages[0].hint or "")
 
@@ -62,3 +62,9 @@ def test_check_command_reports_the_webhook_warning(make_integration, capsys):
     call_command("check", "--database", "default")
 
     assert "gsync.W001" in capsys.readouterr().err
+
+
+def test_check_encryption_key_problems_are_errors(settings):
+    for keys in ([], ["not-a-fernet-key"]):
+        settings.GSYNC_ENCRYPTION_KEYS = keys
+        assert [m.level for m in check_encryption_key()] == [checks.ERROR]

@@ -58,3 +58,14 @@ def test_demo_fleet_flows_in_at_the_first_dispatch(demo, monkeypatch):
     # Everything up to the run's closed window (now minus settleSeconds); the rest comes next run.
     expected = demo.simulator.readings(end=run.window_end)
     assert TelemetryRecord.objects.count() == len(expected) == 20
+
+
+@pytest.mark.django_db
+def test_demo_command_warns_when_the_settings_refuse_the_simulator(settings):
+    settings.GSYNC_API_HOSTS = ["api.golioth.io"]
+    settings.GSYNC_ALLOW_PRIVATE_API_HOSTS = False
+    err = StringIO()
+    call_command(
+        "demo", "--port", "0", "--devices", "1", "--stop-after", "0", stdout=StringIO(), stderr=err
+    )
+    assert "GSYNC_DEMO=1" in err.getvalue() and "not an allowed Golioth API host" in err.getvalue()

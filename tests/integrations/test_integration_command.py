@@ -8,7 +8,7 @@ from django.core.management import CommandError, call_command
 
 from integrations.models import ActivityLog, DeviceIntegration
 
-API_KEY = "cli-key-0123-abcd"
+API_KEY = "cli-key-0123-4567-abcd"  # long enough (20+) for its hint to show
 CREATE_FLAGS = [
     "--project-id",
     "berlin-project",

@@ -8,10 +8,12 @@ import time
 from datetime import timedelta
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
+from integrations import crypto
 from integrations.demo import Demo, add_live_readings, pause_demo, start_demo
+from integrations.golioth.api_hosts import ApiHostError, ApiHostPolicy
 from integrations.scheduling import ensure_schedules
 
 
@@ -36,6 +38,10 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         ensure_schedules()
+        try:
+            crypto.check_keys()  # the demo stores the simulator's API key
+        except crypto.EncryptionKeyError as exc:
+            raise CommandError(str(exc)) from None
         demo = start_demo(
             port=options["port"],
             devices=options["devices"],
@@ -43,6 +49,7 @@ class Command(BaseCommand):
             history=timedelta(hours=options["history_hours"]),
             now=timezone.now(),
         )
+        self._warn_if_refused(demo)
         live = f"New readings every {options['live_interval']:g} s. " if options["live"] else ""
         self.stdout.write(
             f"Demo: Golioth simulator at {demo.simulator.base_url} with {len(demo.fleet)} "
@@ -58,6 +65,17 @@ class Command(BaseCommand):
             demo.simulator.stop()
             pause_demo(demo.integration)
             self.stdout.write("Demo stopped; the 'Demo fleet' integration is paused.")
+
+    def _warn_if_refused(self, demo: Demo) -> None:
+        # The worker and the web process judge the simulator's host by their own settings;
+        # GSYNC_DEMO=1 (what `make run` passes them all) is what allows it.
+        try:
+            ApiHostPolicy.from_settings().check_url(demo.simulator.base_url or "")
+        except ApiHostError as exc:
+            self.stderr.write(
+                f"Warning: {exc}. Start gsync with GSYNC_DEMO=1 (`GSYNC_DEMO=1 make run`) so its "
+                "worker may call the simulator."
+            )
 
     def _serve(self, demo: Demo, options: dict[str, Any]) -> None:
         interval = max(0.5, options["live_interval"])

@@ -21,6 +21,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.html import strip_tags
 
+from integrations import crypto
 from integrations.forms import IntegrationForm
 from integrations.models import ActivityLog, DeviceIntegration
 from integrations.pipeline import pipeline_yaml
@@ -251,6 +252,11 @@ class Command(BaseCommand):
             data["name"] = name
         data.update(flag_values(options))
         data["api_key"] = self._api_key(options, creating=creating)
+        if data["api_key"]:
+            try:
+                crypto.check_keys()
+            except crypto.EncryptionKeyError as exc:
+                raise CommandError(f"Nothing saved: {exc}") from None
         form = IntegrationForm(data=data, instance=instance)
         if not form.is_valid():
             lines = error_lines(form, creating=creating)

@@ -84,9 +84,32 @@ class StubServer:
 
 
 @pytest.fixture
-def stub_server() -> Iterator[StubServer]:
-    stub = StubServer()
+def make_stub_server() -> Iterator[Callable[[], StubServer]]:
+    """Stub servers on local ports, as many as a test needs (a redirect and its target)."""
+    servers: list[ThreadingHTTPServer] = []
 
+    def make() -> StubServer:
+        stub = StubServer()
+        server = ThreadingHTTPServer(("127.0.0.1", 0), _stub_handler(stub))
+        threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
+        stub.url = f"http://127.0.0.1:{server.server_address[1]}"
+        servers.append(server)
+        return stub
+
+    yield make
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def stub_server(make_stub_server: Callable[[], StubServer]) -> StubServer:
+    return make_stub_server()
+
+
+def _stub_handler(stub: StubServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -106,11 +129,4 @@ def stub_server() -> Iterator[StubServer]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-    ).start()
-    stub.url = f"http://127.0.0.1:{server.server_address[1]}"
-    yield stub
-    server.shutdown()
-    server.server_close()
+    return Handler

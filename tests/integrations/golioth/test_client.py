@@ -14,6 +14,7 @@ import pytest
 from integrations.golioth.client import (
     AuthenticationError,
     GoliothClient,
+    GoliothError,
     MalformedResponseError,
     NotFoundError,
     PermissionDeniedError,
@@ -356,3 +357,22 @@ def test_retries_pass_through_the_rate_limiter(sim, make_client):
 
     starts = [r.started for r in sim.requests]
     assert len(starts) == 5 and starts[-1] - starts[0] >= 4 / 10 * 0.8
+
+
+# --- redirects -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_redirect_is_an_error_and_the_key_never_follows_it(make_stub_server, status):
+    elsewhere = make_stub_server()
+    redirect = make_stub_server()
+    redirect.status, redirect.body = status, b""
+    redirect.headers = {"Location": f"{elsewhere.url}/v1/projects/p"}
+    client = GoliothClient(base_url=redirect.url, api_key="secret-123", project_id="p")
+
+    with pytest.raises(GoliothError, match=f"redirect \\({status}\\)") as info:
+        client.get_project()
+
+    assert elsewhere.received == []
+    assert len(redirect.received) == client.stats.calls == 1  # not retried
+    assert info.value.status == status and "secret-123" not in str(info.value)
