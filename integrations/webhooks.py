@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 from collections.abc import Iterable
 from datetime import datetime
 
@@ -75,6 +76,9 @@ SECRET_HEADER_WORDS = ("secret", "token", "key", "auth", "cookie")
 SECRET_HEADERS = ("X-Gsync-Secret",)
 RETRY_AFTER_SECONDS = 30
 PIPELINE_SECRET_NAME = "GSYNC_WEBHOOK_TOKEN"
+# What models.new_webhook_token makes (URL-safe base64, at most the column's 64 characters).
+# Anything else is not looked up: PostgreSQL refuses a NUL in a query parameter outright.
+TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 # --- the view ------------------------------------------------------------------------------------
 
@@ -142,6 +146,8 @@ def _error(status: int, message: str) -> JsonResponse:
 
 
 def _find_integration(token: str) -> DeviceIntegration | None:
+    if not TOKEN_SHAPE.fullmatch(token):
+        return None
     enabled = DeviceIntegration.objects.filter(webhook_token=token, webhook_enabled=True)
     # What a delivery needs; the sync state and the encrypted key stay in the database.
     needed = enabled.only("project_id", "settings", "webhook_token", "webhook_secrets")
