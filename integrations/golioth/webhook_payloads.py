@@ -155,6 +155,8 @@ def _decode_json(body: bytes) -> Any:
         ) from None
     except RecursionError:
         raise PayloadError(f"JSON is nested deeper than {MAX_DEPTH} levels") from None
+    except PayloadError:
+        raise  # NaN or Infinity (_refuse_constant): its message says it all
     except ValueError as exc:
         # e.g. an integer of more than 4300 digits (Python's int conversion limit)
         raise PayloadError(f"malformed JSON: {str(exc)[:80]}") from None

@@ -51,3 +51,36 @@ def test_webhook_token_with_nul_or_odd_text_is_404_without_traceback(client, hoo
     assert not WebhookDelivery.objects.exists()
     assert "Traceback" not in caplog.text
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+# --- defect 9: impossible Ce-Time offsets, one "malformed JSON" prefix ---------------------------
+
+
+@pytest.mark.parametrize("offset", ["+99:99", "-24:00", "+12:60", "+2400"])
+def test_webhook_ce_time_with_an_impossible_offset_is_400(client, hooked, offset):
+    headers = {"Ce-Time": f"2026-03-01T12:00:00{offset}"}
+
+    response = post(client, hooked.webhook_path, {"temp": 1}, headers=headers)
+
+    assert response.status_code == 400
+    assert "offset" in response.json()["error"]
+    assert not hooked.readings.exists()
+    assert WebhookDelivery.objects.get().outcome == "failed"
+
+
+def test_webhook_ce_time_with_the_largest_real_offset_is_stored(client, hooked):
+    headers = {"Ce-Time": "2026-03-01T12:00:00-23:59"}
+
+    response = post(client, hooked.webhook_path, {"temp": 1}, headers=headers)
+
+    assert response.json() == {"stored": 1, "duplicates": 0}
+    stored = hooked.readings.get().device_timestamp
+    assert stored.isoformat() == "2026-03-02T11:59:00+00:00"
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_webhook_nan_body_says_malformed_json_once(client, hooked, constant):
+    response = post(client, hooked.webhook_path, f'{{"t": {constant}}}'.encode())
+
+    assert response.status_code == 400
+    assert response.json() == {"error": f"malformed JSON: {constant} is not a JSON number"}
