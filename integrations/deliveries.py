@@ -192,8 +192,13 @@ def _as_reading(reading: WebhookReading, device_pk: int) -> Reading:
 
 
 def _ingest_outcome(ingested: IngestResult) -> DeliveryResult:
-    outcome = Outcome.PROCESSED if ingested.inserted else Outcome.DUPLICATE
-    return DeliveryResult(outcome, stored=ingested.inserted, duplicates=ingested.duplicates)
+    counts = {"stored": ingested.inserted, "duplicates": ingested.duplicates}
+    if ingested.inserted:
+        return DeliveryResult(Outcome.PROCESSED, **counts)
+    if ingested.rejected:
+        # Not stored, and not a duplicate either: kept for a re-process once gsync can store it.
+        return DeliveryResult(Outcome.REJECTED, reason=ingested.rejected_reason, **counts)
+    return DeliveryResult(Outcome.DUPLICATE, **counts)
 
 
 def _see_device(

@@ -66,15 +66,18 @@ class IngestResult:
     inserted: int = 0
     duplicates: int = 0
     corrected: int = 0
-    # Payloads JSON cannot hold (NaN, Infinity): not stored, counted, logged; the rest of the
-    # batch is stored as usual.
+    # Payloads that cannot be stored (NaN, Infinity, an integer of more than 4300 digits): not
+    # stored, counted, logged; never counted as duplicates. The rest of the batch is stored.
     rejected: int = 0
+    # Why the first of them was refused, one line (a webhook's single reading says it back).
+    rejected_reason: str = ""
 
     def __iadd__(self, other: IngestResult) -> IngestResult:
         self.inserted += other.inserted
         self.duplicates += other.duplicates
         self.corrected += other.corrected
         self.rejected += other.rejected
+        self.rejected_reason = self.rejected_reason or other.rejected_reason
         return self
 
     @property
@@ -140,9 +143,10 @@ def _ingest_batch(
     advance_last_seen: bool,
     approximate_stored: bool,
 ) -> IngestResult:
-    rows, rejected = _keyed_rows(batch, integration_id=integration_id)
-    accepted = len(batch) - rejected
-    result = IngestResult(duplicates=accepted - len(rows), rejected=rejected)
+    rows, refused = _keyed_rows(batch, integration_id=integration_id)
+    accepted = len(batch) - len(refused)
+    result = IngestResult(duplicates=accepted - len(rows), rejected=len(refused))
+    result.rejected_reason = refused[0] if refused else ""
     fresh = list(rows.values())
     if approximate_stored or not all(row.reading.time_exact for row in fresh):
         fresh, result.corrected, known = _reconcile_approximate_times(fresh, tolerance)
@@ -155,20 +159,21 @@ def _ingest_batch(
     return result
 
 
-def _keyed_rows(batch: list[Reading], *, integration_id: int) -> tuple[dict[Any, _Row], int]:
-    """The batch by dedup key (repeats within it collapse), and how many payloads were refused."""
+def _keyed_rows(batch: list[Reading], *, integration_id: int) -> tuple[dict[Any, _Row], list[str]]:
+    """The batch by dedup key (repeats within it collapse), and why each refused payload was."""
     rows: dict[Any, _Row] = {}
-    rejected = 0
+    refused = []
     for reading in batch:
         try:
             document = canonical_json(reading.payload)
-        except (ValueError, TypeError) as exc:
-            rejected += 1
+        except (ValueError, TypeError, RecursionError) as exc:
+            # Python's own message, up to its advice on raising the limit.
+            refused.append(f"payload cannot be stored as JSON: {str(exc).split(';')[0][:200]}")
             logger.warning(
-                "Reading of device %s at %s not stored: its payload is not JSON (%s)",
+                "Reading of device %s at %s not stored: %s",
                 reading.device_external_id,
                 reading.timestamp,
-                exc,
+                refused[-1],
             )
             continue
         # The payload is encoded once: its digest, its key and the stored text all come from it.
@@ -181,17 +186,22 @@ def _keyed_rows(batch: list[Reading], *, integration_id: int) -> tuple[dict[Any,
         )
         if key not in rows:
             rows[key] = _Row(reading, key, digest, document.decode())
-    return rows, rejected
+    return rows, refused
 
 
 def count_new_readings(readings: Iterable[Reading], *, integration_id: int) -> IngestResult:
     """What `ingest_readings` would do, without writing: readings whose key is not stored yet
     count as inserted (a dry run's estimate; approximate-time corrections are not predicted)."""
     readings = list(readings)
-    rows, rejected = _keyed_rows(readings, integration_id=integration_id)
+    rows, refused = _keyed_rows(readings, integration_id=integration_id)
     stored = TelemetryRecord.objects.filter(dedup_key__in=list(rows)).count()
-    repeats = len(readings) - rejected - len(rows)
-    return IngestResult(inserted=len(rows) - stored, duplicates=repeats + stored, rejected=rejected)
+    repeats = len(readings) - len(refused) - len(rows)
+    return IngestResult(
+        inserted=len(rows) - stored,
+        duplicates=repeats + stored,
+        rejected=len(refused),
+        rejected_reason=refused[0] if refused else "",
+    )
 
 
 # --- approximate times ---------------------------------------------------------------------------

@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import logging
 
+import cbor2
 import pytest
 
 from integrations.models import DeviceIntegration, WebhookDelivery
+from integrations.webhooks import reprocess_deliveries
 
 SECRET = "whsec-security-0123456789"
 DEVICE = "686d5da09c3ca8d766c1672b"
@@ -84,3 +86,45 @@ def test_webhook_nan_body_says_malformed_json_once(client, hooked, constant):
 
     assert response.status_code == 400
     assert response.json() == {"error": f"malformed JSON: {constant} is not a JSON number"}
+
+
+# --- defect 4: a reading that cannot be stored is rejected, not a duplicate ----------------------
+
+
+def test_webhook_cbor_integer_over_4300_digits_is_rejected_with_its_reason(client, hooked):
+    body = cbor2.dumps({"temp": 21.5, "count": 10**5000})
+
+    response = post(client, hooked.webhook_path, body, content_type="application/cbor")
+
+    assert response.status_code == 202
+    answer = response.json()
+    assert answer["stored"] == 0 and answer["duplicates"] == 0
+    assert "4300 digits" in answer["rejected"]
+    delivery = WebhookDelivery.objects.get()
+    assert delivery.outcome == "rejected"
+    assert "4300 digits" in delivery.error
+    assert delivery.readings_duplicate == 0
+    assert not hooked.readings.exists()
+
+
+def test_webhook_unstorable_reading_can_be_reprocessed(client, hooked):
+    body = cbor2.dumps({"count": 10**5000})
+    post(client, hooked.webhook_path, body, content_type="application/cbor")
+
+    result = reprocess_deliveries(WebhookDelivery.objects.all())
+
+    assert result.skipped == 0
+    assert result.counts == {"rejected": 1}
+    assert WebhookDelivery.objects.get().attempts == 2
+
+
+def test_webhook_same_reading_twice_is_still_a_duplicate(client, hooked):
+    post(client, hooked.webhook_path, {"temp": 1})
+
+    response = post(client, hooked.webhook_path, {"temp": 1})
+
+    assert response.json() == {"stored": 0, "duplicates": 1}
+    assert list(WebhookDelivery.objects.values_list("outcome", flat=True).order_by("pk")) == [
+        "processed",
+        "duplicate",
+    ]
