@@ -35,6 +35,9 @@ GSYNC_ENCRYPTION_KEYS = env.list("GSYNC_ENCRYPTION_KEY", default=[])
 # The public base URL Golioth reaches gsync at, used to show each integration's webhook URL.
 GSYNC_PUBLIC_URL = env.str("GSYNC_PUBLIC_URL", default="http://localhost:8000").rstrip("/")
 GSYNC_WEBHOOK_MAX_BYTES = env.int("GSYNC_WEBHOOK_MAX_BYTES", default=256 * 1024)
+# The largest reading stored, in bytes of its JSON (pull and push alike); larger ones are
+# rejected with their reason, and a webhook delivery is kept for a re-process.
+GSYNC_MAX_READING_BYTES = env.int("GSYNC_MAX_READING_BYTES", default=64 * 1024)
 GSYNC_WEBHOOK_RETENTION_DAYS = env.int("GSYNC_WEBHOOK_RETENTION_DAYS", default=30)
 GSYNC_REDIS_URL = env.str("GSYNC_REDIS_URL", default="")
 GSYNC_WORKERS = env.int("GSYNC_WORKERS", default=2)

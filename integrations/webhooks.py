@@ -22,7 +22,9 @@ What the sender gets back (every answer but HEAD's is JSON):
   401 / 404                           wrong or missing secret / unknown token or webhooks off;
                                       nothing kept but a counter and a log line
   405                                 any method but POST and HEAD
-  413                                 body over GSYNC_WEBHOOK_MAX_BYTES (kept without its body)
+  413                                 body over GSYNC_WEBHOOK_MAX_BYTES (kept without its body);
+                                      413 {..., "rejected": why}: its reading's JSON is over
+                                      GSYNC_MAX_READING_BYTES (kept, re-processable)
   415                                 neither JSON nor CBOR
   500 / 503 + Retry-After             a bug (traceback kept) / the database failed: Golioth retries
 """
@@ -131,8 +133,10 @@ def _answer(result: DeliveryResult) -> HttpResponse:
     if result.outcome == Outcome.IGNORED:
         return JsonResponse({**counts, "ignored": result.reason})
     if result.outcome == Outcome.REJECTED:
-        # Kept, but nothing a retry would change: 202, so Golioth does not resend it forever.
-        return JsonResponse({**counts, "rejected": result.reason}, status=202)
+        # Kept, but nothing a retry would change: 202, so Golioth does not resend it forever;
+        # a reading too large to store is 413, as a body too large is.
+        status = 413 if result.failure == "too-large" else 202
+        return JsonResponse({**counts, "rejected": result.reason}, status=status)
     if result.failure == "internal":
         return _error(500, "internal error; the delivery is kept for re-processing")
     return _error(415 if result.failure == "media-type" else 400, result.reason)

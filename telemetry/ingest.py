@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -71,6 +72,8 @@ class IngestResult:
     rejected: int = 0
     # Why the first of them was refused, one line (a webhook's single reading says it back).
     rejected_reason: str = ""
+    # Of the rejected, how many for being larger than GSYNC_MAX_READING_BYTES.
+    too_large: int = 0
 
     def __iadd__(self, other: IngestResult) -> IngestResult:
         self.inserted += other.inserted
@@ -78,6 +81,7 @@ class IngestResult:
         self.corrected += other.corrected
         self.rejected += other.rejected
         self.rejected_reason = self.rejected_reason or other.rejected_reason
+        self.too_large += other.too_large
         return self
 
     @property
@@ -145,8 +149,8 @@ def _ingest_batch(
 ) -> IngestResult:
     rows, refused = _keyed_rows(batch, integration_id=integration_id)
     accepted = len(batch) - len(refused)
-    result = IngestResult(duplicates=accepted - len(rows), rejected=len(refused))
-    result.rejected_reason = refused[0] if refused else ""
+    result = _refused_result(refused)
+    result.duplicates = accepted - len(rows)
     fresh = list(rows.values())
     if approximate_stored or not all(row.reading.time_exact for row in fresh):
         fresh, result.corrected, known = _reconcile_approximate_times(fresh, tolerance)
@@ -159,21 +163,31 @@ def _ingest_batch(
     return result
 
 
-def _keyed_rows(batch: list[Reading], *, integration_id: int) -> tuple[dict[Any, _Row], list[str]]:
-    """The batch by dedup key (repeats within it collapse), and why each refused payload was."""
+class _Refused(ValueError):
+    """A payload that is not stored; its message says why, in one line."""
+
+    def __init__(self, reason: str, *, too_large: bool = False) -> None:
+        super().__init__(reason)
+        self.too_large = too_large
+
+
+def _keyed_rows(
+    batch: list[Reading], *, integration_id: int
+) -> tuple[dict[Any, _Row], list[_Refused]]:
+    """The batch by dedup key (repeats within it collapse), and the payloads refused."""
     rows: dict[Any, _Row] = {}
     refused = []
+    limit = settings.GSYNC_MAX_READING_BYTES
     for reading in batch:
         try:
-            document = canonical_json(reading.payload)
-        except (ValueError, TypeError, RecursionError) as exc:
-            # Python's own message, up to its advice on raising the limit.
-            refused.append(f"payload cannot be stored as JSON: {str(exc).split(';')[0][:200]}")
+            document = _document(reading.payload, limit=limit)
+        except _Refused as exc:
+            refused.append(exc)
             logger.warning(
                 "Reading of device %s at %s not stored: %s",
                 reading.device_external_id,
                 reading.timestamp,
-                refused[-1],
+                exc,
             )
             continue
         # The payload is encoded once: its digest, its key and the stored text all come from it.
@@ -189,6 +203,33 @@ def _keyed_rows(batch: list[Reading], *, integration_id: int) -> tuple[dict[Any,
     return rows, refused
 
 
+def _document(payload: Any, *, limit: int) -> bytes:
+    """The stored text of `payload`, or _Refused: not JSON (NaN, an integer of more than 4300
+    digits), or larger than `limit` bytes."""
+    try:
+        document = canonical_json(payload)
+    except (ValueError, TypeError, RecursionError) as exc:
+        # Python's own message, up to its advice on raising the limit.
+        raise _Refused(
+            f"payload cannot be stored as JSON: {str(exc).split(';')[0][:200]}"
+        ) from None
+    if len(document) > limit:
+        raise _Refused(
+            f"payload is {len(document):,} bytes of JSON, over the {limit}-byte limit "
+            "(GSYNC_MAX_READING_BYTES)",
+            too_large=True,
+        )
+    return document
+
+
+def _refused_result(refused: list[_Refused]) -> IngestResult:
+    return IngestResult(
+        rejected=len(refused),
+        rejected_reason=str(refused[0]) if refused else "",
+        too_large=sum(1 for r in refused if r.too_large),
+    )
+
+
 def count_new_readings(readings: Iterable[Reading], *, integration_id: int) -> IngestResult:
     """What `ingest_readings` would do, without writing: readings whose key is not stored yet
     count as inserted (a dry run's estimate; approximate-time corrections are not predicted)."""
@@ -196,12 +237,9 @@ def count_new_readings(readings: Iterable[Reading], *, integration_id: int) -> I
     rows, refused = _keyed_rows(readings, integration_id=integration_id)
     stored = TelemetryRecord.objects.filter(dedup_key__in=list(rows)).count()
     repeats = len(readings) - len(refused) - len(rows)
-    return IngestResult(
-        inserted=len(rows) - stored,
-        duplicates=repeats + stored,
-        rejected=len(refused),
-        rejected_reason=refused[0] if refused else "",
-    )
+    result = _refused_result(refused)
+    result.inserted, result.duplicates = len(rows) - stored, repeats + stored
+    return result
 
 
 # --- approximate times ---------------------------------------------------------------------------

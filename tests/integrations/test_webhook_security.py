@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import UTC, datetime
 
 import cbor2
 import pytest
+from django.urls import reverse
 
 from integrations.models import DeviceIntegration, WebhookDelivery
 from integrations.webhooks import reprocess_deliveries
+from telemetry.models import TelemetryRecord
 
 SECRET = "whsec-security-0123456789"
 DEVICE = "686d5da09c3ca8d766c1672b"
@@ -128,3 +131,164 @@ def test_webhook_same_reading_twice_is_still_a_duplicate(client, hooked):
         "processed",
         "duplicate",
     ]
+
+
+# --- defect 3: expansion bombs, the size of one reading, admin pages -----------------------------
+
+
+def shared_reference_bomb(levels: int = 28) -> bytes:
+    """~190 bytes that expand to 2**levels leaves: each list holds its predecessor twice, by
+    reference (tags 28/29), as the attack in issue 9 built it."""
+    nested: list = ["x" * 8]
+    for _ in range(levels):
+        nested = [nested, nested]
+    return cbor2.dumps({"b": nested}, value_sharing=True)
+
+
+def cyclic_reference() -> bytes:
+    loop: list = []
+    loop.append(loop)
+    return cbor2.dumps({"b": loop}, value_sharing=True)
+
+
+def string_reference_bomb() -> bytes:
+    return cbor2.dumps({"b": ["y" * 2000] * 3000}, string_referencing=True)
+
+
+def colliding_bignum_keys(count: int = 2000) -> bytes:
+    # Python hashes these ints alike (n mod 2**61 - 1): a dict of them costs count**2.
+    return cbor2.dumps({"b": {(2**61 - 1) * (2**20 + i): 0 for i in range(count)}})
+
+
+@pytest.mark.parametrize(
+    "body, reason",
+    [
+        (shared_reference_bomb(), "shared references"),
+        (cyclic_reference(), "shared references"),
+        (string_reference_bomb(), "string references"),
+        (colliding_bignum_keys(), "map key"),
+        (cbor2.dumps({"b": cbor2.CBORTag(30, [1, 3])}), "tag 30"),
+        (cbor2.dumps({"b": cbor2.CBORTag(258, [1, 2])}), "tag 258"),
+    ],
+    ids=["shared", "cycle", "stringref", "bignum-keys", "fraction", "set"],
+)
+def test_webhook_cbor_expansion_bomb_is_400_kept_with_reason_and_stores_nothing(
+    client, hooked, body, reason
+):
+    response = post(client, hooked.webhook_path, body, content_type="application/cbor")
+
+    assert response.status_code == 400
+    assert reason in response.json()["error"]
+    delivery = WebhookDelivery.objects.get()
+    assert delivery.outcome == "failed"
+    assert reason in delivery.error
+    assert bytes(delivery.body) == body
+    assert not TelemetryRecord.objects.exists()
+
+
+def test_webhook_shared_reference_bomb_is_about_180_bytes(client, hooked):
+    # The figure of the issue: the test's bomb is as small as the one that took 317 MB.
+    assert len(shared_reference_bomb()) < 200
+
+
+def test_webhook_reading_over_the_size_limit_is_413_rejected_and_not_stored(
+    client, hooked, settings
+):
+    settings.GSYNC_MAX_READING_BYTES = 4096
+    # 1,500 control characters: 1.5 KB of CBOR, 9 KB of JSON once escaped.
+    body = cbor2.dumps({"text": "\x01" * 1500})
+
+    response = post(client, hooked.webhook_path, body, content_type="application/cbor")
+
+    assert response.status_code == 413
+    assert "4096-byte" in response.json()["rejected"]
+    assert "GSYNC_MAX_READING_BYTES" in response.json()["rejected"]
+    delivery = WebhookDelivery.objects.get()
+    assert delivery.outcome == "rejected"
+    assert "GSYNC_MAX_READING_BYTES" in delivery.error
+    assert not TelemetryRecord.objects.exists()
+
+
+def test_webhook_reading_over_the_size_limit_is_stored_after_raising_it(client, hooked, settings):
+    settings.GSYNC_MAX_READING_BYTES = 4096
+    post(client, hooked.webhook_path, {"text": "z" * 5000})
+    settings.GSYNC_MAX_READING_BYTES = 64 * 1024
+
+    result = reprocess_deliveries(WebhookDelivery.objects.all())
+
+    assert result.counts == {"processed": 1}
+    assert hooked.readings.get().telemetry == {"text": "z" * 5000}
+
+
+def test_webhook_default_size_limit_stores_nothing_over_64_kib(client, hooked, settings):
+    big = {"text": "w" * (70 * 1024)}
+    small = {"text": "w" * (60 * 1024)}
+
+    refused = post(client, hooked.webhook_path, big)
+    stored = post(client, hooked.webhook_path, small)
+
+    assert settings.GSYNC_MAX_READING_BYTES == 64 * 1024
+    assert refused.status_code == 413
+    assert stored.json() == {"stored": 1, "duplicates": 0}
+    sizes = [
+        len(json.dumps(t)) for t in TelemetryRecord.objects.values_list("telemetry", flat=True)
+    ]
+    assert len(sizes) == 1 and max(sizes) <= 64 * 1024
+
+
+def test_delivery_admin_page_of_a_bomb_is_small(client, admin_client, hooked):
+    post(client, hooked.webhook_path, shared_reference_bomb(), content_type="application/cbor")
+    delivery = WebhookDelivery.objects.get()
+
+    page = admin_client.get(
+        reverse("admin:integrations_webhookdelivery_change", args=[delivery.pk])
+    )
+
+    assert page.status_code == 200
+    assert len(page.content) < 200_000
+    assert "shared references" in page.content.decode()
+
+
+def test_delivery_admin_page_of_a_deep_wide_body_is_truncated(client, admin_client, hooked):
+    # 41 KB of compact JSON that pretty-prints to 700 KB (one short line per item, 14 deep).
+    wide: list = [1, 1]
+    for _ in range(12):
+        wide = [wide, wide]
+    assert len(json.dumps(wide)) < 50_000
+    post(client, hooked.webhook_path, {"a": wide})
+    delivery = WebhookDelivery.objects.get()
+
+    page = admin_client.get(
+        reverse("admin:integrations_webhookdelivery_change", args=[delivery.pk])
+    )
+
+    assert page.status_code == 200
+    assert len(page.content) < 200_000
+    assert "truncated" in page.content.decode()
+
+
+def test_telemetry_admin_pages_show_a_huge_stored_reading_truncated(
+    admin_client, hooked, make_device
+):
+    # A row stored before the size limit existed: 3 MB of JSON.
+    device = make_device(hooked, DEVICE)
+    record = TelemetryRecord.objects.create(
+        device=device,
+        integration=hooked,
+        telemetry={"blob": ["v" * 1000] * 3000},
+        device_timestamp=datetime(2026, 3, 1, tzinfo=UTC),
+        received_at=datetime(2026, 3, 1, tzinfo=UTC),
+        source="webhook",
+        dedup_key="00000000-0000-0000-0000-000000000001",
+    )
+
+    pages = [
+        admin_client.get(reverse("admin:telemetry_telemetryrecord_change", args=[record.pk])),
+        admin_client.get(reverse("admin:telemetry_telemetryrecord_changelist")),
+        admin_client.get(reverse("admin:telemetry_device_change", args=[device.pk])),
+    ]
+
+    for page in pages:
+        assert page.status_code == 200
+        assert len(page.content) < 300_000
+    assert "truncated" in pages[0].content.decode()

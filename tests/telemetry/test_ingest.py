@@ -146,3 +146,16 @@ def test_ingest_dry_run_counts_an_unstorable_payload_rejected(integration, devic
     result = count_new_readings(readings, integration_id=integration.pk)
 
     assert (result.inserted, result.duplicates, result.rejected) == (1, 0, 1)
+
+
+def test_ingest_refuses_a_payload_over_the_size_limit(integration, device, settings):
+    settings.GSYNC_MAX_READING_BYTES = 1000
+    readings = [reading(device, 0, {"text": "a" * 2000}), reading(device, 1, {"text": "a" * 900})]
+
+    result = ingest_readings(readings, integration_id=integration.pk, source="pull")
+
+    assert (result.inserted, result.duplicates, result.rejected, result.too_large) == (1, 0, 1, 1)
+    assert "1000-byte" in result.rejected_reason
+    assert [
+        len(t["text"]) for t in TelemetryRecord.objects.values_list("telemetry", flat=True)
+    ] == [900]
