@@ -112,16 +112,20 @@ def _receive(request: HttpRequest, token: str) -> HttpResponse:
         _count_rejection(request, integration)
         return _error(401, "missing or wrong secret")
     limit = settings.GSYNC_WEBHOOK_MAX_BYTES
-    body = read_body(request, limit=limit)
+    try:
+        body, unreadable = read_body(request, limit=limit), ""
+    except UnreadableBody as exc:
+        body, unreadable = None, str(exc)
     delivery = store_delivery(
         integration=integration, request=request, body=body or b"", received_at=now
     )
     # Added even for a refused body: the minute's entry counts every delivery.
     entry_id = webhook_minute_entry(integration, at=now)
     if body is None:
-        reason = f"body is larger than the {limit}-byte limit (GSYNC_WEBHOOK_MAX_BYTES); not kept"
+        too_large = f"body is larger than the {limit}-byte limit (GSYNC_WEBHOOK_MAX_BYTES)"
+        reason = unreadable or f"{too_large}; not kept"
         conclude_delivery(delivery, DeliveryResult(Outcome.FAILED, reason=reason))
-        return _error(413, reason)
+        return _error(400 if unreadable else 413, reason)
     result = process_delivery(delivery, integration=integration, activity_id=entry_id)
     return _answer(result)
 
@@ -188,9 +192,25 @@ def _has_secret_header(request: HttpRequest) -> bool:
     return bool(request.headers.get("Authorization") or request.headers.get("X-Gsync-Secret"))
 
 
+class UnreadableBody(ValueError):
+    """The server could not read the body (a malformed chunked encoding, a client gone)."""
+
+
 def read_body(request: HttpRequest, *, limit: int) -> bytes | None:
     """The body, or None when it is over `limit`: refused by Content-Length before any read,
-    and never read past `limit` + 1 bytes when the length is not announced (chunked)."""
+    and never read past `limit` + 1 bytes when the length is not announced (chunked).
+    UnreadableBody when the server's stream fails."""
+    try:
+        return _read_limited(request, limit=limit)
+    except Exception as exc:
+        # The WSGI server's own errors (gunicorn's InvalidChunkSize, NoMoreData...) have no
+        # common base but Exception: all of them mean the request, not gsync, is broken.
+        detail = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+        reason = f"body could not be read (malformed chunked encoding?): {detail}"
+        raise UnreadableBody(reason) from None
+
+
+def _read_limited(request: HttpRequest, *, limit: int) -> bytes | None:
     try:
         announced = int(request.META.get("CONTENT_LENGTH") or -1)
     except ValueError:
