@@ -162,11 +162,21 @@ GSYNC_QUEUE_STALE_SECONDS = env.int("GSYNC_QUEUE_STALE_SECONDS", default=900)
 # /healthz answers 503 when the dispatcher has not run for this long (it runs every minute).
 GSYNC_HEALTH_MAX_DISPATCH_AGE = env.int("GSYNC_HEALTH_MAX_DISPATCH_AGE", default=300)
 
+# Webhook tokens and query-string values never reach a log line (gsync/redaction.py): filtered on
+# the loggers that write request paths (so every handler gets the redacted text) and on the console.
+_REDACTED = {"filters": ["redact"]}
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {"redact": {"()": "gsync.redaction.RedactSecrets"}},
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", **_REDACTED}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "django.request": _REDACTED,
+        # Django's own config of this logger (its handler, no propagation) is replaced here.
+        "django.server": {**_REDACTED, "handlers": ["console"], "propagate": False},
+        "django.security.csrf": _REDACTED,
+    },
 }

@@ -292,3 +292,41 @@ def test_telemetry_admin_pages_show_a_huge_stored_reading_truncated(
         assert page.status_code == 200
         assert len(page.content) < 300_000
     assert "truncated" in pages[0].content.decode()
+
+
+# --- no token or query-string secret in Django's logs --------------------------------------------
+
+
+def test_django_request_log_has_no_webhook_token(client, hooked, caplog):
+    caplog.set_level(logging.INFO)
+
+    response = post(client, f"{hooked.webhook_path}?secret=query-s3cret", b"[]")
+
+    assert response.status_code == 400
+    assert "Bad Request: /webhooks/golioth/[redacted]/" in caplog.text
+    assert hooked.webhook_token not in caplog.text
+    assert "query-s3cret" not in caplog.text
+
+
+def test_django_server_log_has_no_webhook_token_or_query_secret(caplog):
+    caplog.set_level(logging.INFO)
+    # As runserver's request handler writes each request.
+    line = "POST /webhooks/golioth/Abc-123_tok/?token=q-s3cret&page=2 HTTP/1.1"
+    logging.getLogger("django.server").warning('"%s" %s %s', line, "400", "57")
+
+    assert '"POST /webhooks/golioth/[redacted]/?token=[redacted]&page=[redacted] HTTP/1.1"' in (
+        caplog.text
+    )
+    assert "Abc-123_tok" not in caplog.text and "q-s3cret" not in caplog.text
+
+
+def test_django_request_traceback_has_no_webhook_token(caplog):
+    caplog.set_level(logging.INFO)
+    try:
+        raise RuntimeError("failed on /webhooks/golioth/Zz9-tok/?k=v")
+    except RuntimeError:
+        logging.getLogger("django.request").exception("Internal Server Error: %s", "/x/?k=v")
+
+    assert "Zz9-tok" not in caplog.text
+    assert "/webhooks/golioth/[redacted]/?k=[redacted]" in caplog.text
+    assert "Internal Server Error: /x/?k=[redacted]" in caplog.text

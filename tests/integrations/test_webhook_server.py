@@ -173,3 +173,26 @@ def test_webhook_well_formed_chunked_body_is_stored(server, hooked):
 
     assert status_and_body(answer) == (200, b'{"stored": 1, "duplicates": 0}')
     assert hooked.readings.get().telemetry == {"temp": 21.5}
+
+
+# --- the access log ------------------------------------------------------------------------------
+
+
+def test_gunicorn_access_log_has_no_webhook_token_or_query_secret(server, hooked):
+    token = hooked.webhook_token
+    path = f"{hooked.webhook_path}?secret=query-s3cret&sig=abc"
+    request = (
+        f"POST {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: {SECRET}\r\n"
+        "Referer: http://example.com/?api_key=referer-s3cret\r\n"
+        "Content-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n[]"
+    )
+
+    answer = server.send(request.encode())
+    server.send(f"GET /webhooks/golioth/{token}/ HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
+
+    assert status_and_body(answer)[0] == 400
+    log = server.log_text()
+    assert "POST /webhooks/golioth/[redacted]/?secret=[redacted]&sig=[redacted]" in log
+    assert "GET /webhooks/golioth/[redacted]/" in log
+    for secret in (token, "query-s3cret", "referer-s3cret", SECRET):
+        assert secret not in log
