@@ -40,6 +40,10 @@ GSYNC_WEBHOOK_MAX_BYTES = env.int("GSYNC_WEBHOOK_MAX_BYTES", default=256 * 1024)
 GSYNC_MAX_READING_BYTES = env.int("GSYNC_MAX_READING_BYTES", default=64 * 1024)
 GSYNC_WEBHOOK_RETENTION_DAYS = env.int("GSYNC_WEBHOOK_RETENTION_DAYS", default=30)
 GSYNC_REDIS_URL = env.str("GSYNC_REDIS_URL", default="")
+# Failed webhook authentications from one address (per integration) answered 429 after this many
+# within this many seconds (integrations/auth_throttle.py).
+GSYNC_WEBHOOK_AUTH_FAILURES = env.int("GSYNC_WEBHOOK_AUTH_FAILURES", default=20)
+GSYNC_WEBHOOK_AUTH_WINDOW = env.int("GSYNC_WEBHOOK_AUTH_WINDOW", default=60)
 GSYNC_WORKERS = env.int("GSYNC_WORKERS", default=2)
 # The pull's Golioth client: seconds per request, retries of transient failures (429, 5xx,
 # timeouts), and the backoff base in seconds (doubled per retry, with jitter).
@@ -156,6 +160,15 @@ if GSYNC_REDIS_URL:
     Q_CLUSTER["redis"] = GSYNC_REDIS_URL
 else:
     Q_CLUSTER["orm"] = "default"
+# Counts of failed webhook authentications live here: shared by every web process with Redis,
+# else per process (each gunicorn worker then allows GSYNC_WEBHOOK_AUTH_FAILURES on its own).
+if GSYNC_REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": GSYNC_REDIS_URL,
+        }
+    }
 
 # A run the dispatcher queued that no worker started within this many seconds is queued again.
 GSYNC_QUEUE_STALE_SECONDS = env.int("GSYNC_QUEUE_STALE_SECONDS", default=900)

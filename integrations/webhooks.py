@@ -20,7 +20,9 @@ What the sender gets back (every answer but HEAD's is JSON):
                                       staff re-process it after a settings change
   400 {"error": one line}             the body is not a reading (malformed JSON/CBOR, a list...)
   401 / 404                           wrong or missing secret / unknown token or webhooks off;
-                                      nothing kept but a counter and a log line
+                                      nothing kept but a counter and a log line per window
+  429 + Retry-After                   too many of those from this address lately
+                                      (integrations.auth_throttle)
   405                                 any method but POST and HEAD
   413                                 body over GSYNC_WEBHOOK_MAX_BYTES (kept without its body);
                                       413 {..., "rejected": why}: its reading's JSON is over
@@ -44,6 +46,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonR
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
+from integrations import auth_throttle
 from integrations.deliveries import (
     DeliveryResult,
     ReprocessResult,
@@ -78,6 +81,8 @@ SECRET_HEADER_WORDS = ("secret", "token", "key", "auth", "cookie")
 SECRET_HEADERS = ("X-Gsync-Secret",)
 RETRY_AFTER_SECONDS = 30
 PIPELINE_SECRET_NAME = "GSYNC_WEBHOOK_TOKEN"
+# The throttle's one scope for every token that is no integration's.
+UNKNOWN_TOKENS = "unknown-tokens"
 # What models.new_webhook_token makes (URL-safe base64, at most the column's 64 characters).
 # Anything else is not looked up: PostgreSQL refuses a NUL in a query parameter outright.
 TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -105,12 +110,19 @@ def golioth_webhook(request: HttpRequest, token: str) -> HttpResponse:
 
 def _receive(request: HttpRequest, token: str) -> HttpResponse:
     now = timezone.now()
+    address = _remote_addr(request) or "unknown address"
     integration = _find_integration(token)
+    scope = str(integration.pk) if integration else UNKNOWN_TOKENS
+    if auth_throttle.is_blocked(address, scope=scope):
+        response = _error(429, "too many failed authentications, retry later")
+        response["Retry-After"] = str(settings.GSYNC_WEBHOOK_AUTH_WINDOW)
+        return _counted_not_logged(response)
     if integration is None:
-        return _error(404, "not found")
+        auth_throttle.count_failure(address, scope=scope, what="a request with an unknown token")
+        return _counted_not_logged(_error(404, "not found"))
     if not _authenticated(request, integration):
-        _count_rejection(request, integration)
-        return _error(401, "missing or wrong secret")
+        _count_rejection(request, integration, address)
+        return _counted_not_logged(_error(401, "missing or wrong secret"))
     limit = settings.GSYNC_WEBHOOK_MAX_BYTES
     try:
         body, unreadable = read_body(request, limit=limit), ""
@@ -150,6 +162,13 @@ def _error(status: int, message: str) -> JsonResponse:
     return JsonResponse({"error": message}, status=status)
 
 
+def _counted_not_logged(response: HttpResponse) -> HttpResponse:
+    # Failed authentication is logged as a count per window (integrations.auth_throttle): Django's
+    # request logger would add a line per attempt, and skips a response marked logged already.
+    response._has_been_logged = True  # type: ignore[attr-defined]
+    return response
+
+
 # --- authentication, body, storage ---------------------------------------------------------------
 
 
@@ -175,17 +194,13 @@ def _authenticated(request: HttpRequest, integration: DeviceIntegration) -> bool
     return matched
 
 
-def _count_rejection(request: HttpRequest, integration: DeviceIntegration) -> None:
+def _count_rejection(request: HttpRequest, integration: DeviceIntegration, address: str) -> None:
     DeviceIntegration.objects.filter(pk=integration.pk).update(
         webhook_rejected_count=F("webhook_rejected_count") + 1
     )
     sent = "a wrong" if _has_secret_header(request) else "no"
-    logger.warning(
-        "webhook: rejected a request with %s secret for integration %s from %s",
-        sent,
-        integration.pk,
-        _remote_addr(request) or "unknown address",
-    )
+    what = f"rejected a request with {sent} secret for integration {integration.pk}"
+    auth_throttle.count_failure(address, scope=str(integration.pk), what=what)
 
 
 def _has_secret_header(request: HttpRequest) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from datetime import UTC, datetime
 
 import cbor2
@@ -330,3 +331,81 @@ def test_django_request_traceback_has_no_webhook_token(caplog):
     assert "Zz9-tok" not in caplog.text
     assert "/webhooks/golioth/[redacted]/?k=[redacted]" in caplog.text
     assert "Internal Server Error: /x/?k=[redacted]" in caplog.text
+
+
+# --- failed authentication: 429 per address, a count per window in the log ----------------------
+
+
+@pytest.fixture
+def throttled(settings):
+    settings.GSYNC_WEBHOOK_AUTH_FAILURES = 3
+    settings.GSYNC_WEBHOOK_AUTH_WINDOW = 60
+    return settings
+
+
+def test_webhook_failed_authentication_is_429_after_the_threshold(client, hooked, throttled):
+    statuses = [post(client, hooked.webhook_path, {"n": 1}, secret="wrong").status_code]
+    statuses += [post(client, hooked.webhook_path, {"n": 1}, secret="wrong").status_code]
+    statuses += [post(client, hooked.webhook_path, {"n": 1}, secret="wrong").status_code]
+    blocked = post(client, hooked.webhook_path, {"n": 1}, secret="wrong")
+    right_secret = post(client, hooked.webhook_path, {"n": 1})
+
+    assert statuses == [401, 401, 401]
+    assert blocked.status_code == 429 and right_secret.status_code == 429
+    assert blocked["Retry-After"] == "60"
+    assert blocked.json() == {"error": "too many failed authentications, retry later"}
+    assert not WebhookDelivery.objects.exists()
+    hooked.refresh_from_db()
+    assert hooked.webhook_rejected_count == 3
+
+
+def test_webhook_throttle_is_per_address_and_per_integration(
+    client, hooked, make_integration, throttled
+):
+    other = make_integration("other", webhook_enabled=True)
+    other.add_webhook_secret(SECRET)
+    other.save()
+    for _ in range(3):
+        post(client, hooked.webhook_path, {"n": 1}, secret="wrong")
+
+    assert post(client, hooked.webhook_path, {"n": 1}).status_code == 429
+    assert post(client, other.webhook_path, {"n": 1}).status_code == 200
+    from_elsewhere = client.generic(
+        "POST", hooked.webhook_path, b'{"n": 2}', content_type="application/json",
+        headers={**CE_HEADERS, "Authorization": SECRET}, REMOTE_ADDR="192.0.2.7",
+    )  # fmt: skip
+    assert from_elsewhere.status_code == 200
+
+
+def test_webhook_unknown_tokens_are_throttled_too(client, hooked, throttled):
+    statuses = [
+        post(client, f"/webhooks/golioth/guess{n}/", {"n": 1}).status_code for n in range(5)
+    ]
+
+    assert statuses == [404, 404, 404, 429, 429]
+    assert post(client, hooked.webhook_path, {"n": 1}).status_code == 200
+
+
+def test_webhook_throttle_ends_with_its_window(client, hooked, throttled, monkeypatch):
+    for _ in range(3):
+        post(client, hooked.webhook_path, {"n": 1}, secret="wrong")
+    assert post(client, hooked.webhook_path, {"n": 1}).status_code == 429
+    later = time.time() + 61
+    monkeypatch.setattr("django.core.cache.backends.locmem.time.time", lambda: later)
+
+    assert post(client, hooked.webhook_path, {"n": 1}).status_code == 200
+
+
+def test_webhook_failed_authentication_is_logged_as_a_count_per_window(
+    client, hooked, throttled, caplog
+):
+    caplog.set_level(logging.INFO)
+
+    for _ in range(10):
+        post(client, hooked.webhook_path, {"n": 1}, secret="wrong")
+
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2, lines
+    assert f"wrong secret for integration {hooked.pk} from 127.0.0.1" in lines[0]
+    assert f"3 failed authentications from 127.0.0.1 for integration {hooked.pk}" in lines[1]
+    assert "wrong" not in caplog.text.replace("a wrong secret", "")
