@@ -97,13 +97,24 @@ TEMPLATES = [
 DATABASES = {
     "default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
 }
+# Seconds a web worker may take on one request before the WSGI server kills it (README's
+# production command passes it as gunicorn's --timeout).
+GSYNC_WEB_TIMEOUT = env.int("GSYNC_WEB_TIMEOUT", default=30)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Web, worker and runsync write at once: WAL lets readers on, the busy timeout makes writers
     # wait instead of failing, and IMMEDIATE takes the write lock at BEGIN so no transaction has to
     # upgrade a read lock mid-way ("database is locked").
+    _busy = env.float("GSYNC_SQLITE_TIMEOUT", default=20.0)
+    # A request still waiting for the lock when the worker is killed gets no answer at all; one
+    # that gives up first answers 503 (the webhook: Retry-After, so Golioth sends it again).
+    if _busy >= GSYNC_WEB_TIMEOUT:
+        raise ImproperlyConfigured(
+            f"GSYNC_SQLITE_TIMEOUT ({_busy:g}) must be below GSYNC_WEB_TIMEOUT "
+            f"({GSYNC_WEB_TIMEOUT}), or a request waiting on a lock is killed with its worker."
+        )
     DATABASES["default"]["OPTIONS"] = {
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-        "timeout": 30,
+        "timeout": _busy,
         "transaction_mode": "IMMEDIATE",
     }
 else:
