@@ -35,6 +35,9 @@ GSYNC_ENCRYPTION_KEYS = env.list("GSYNC_ENCRYPTION_KEY", default=[])
 # The public base URL Golioth reaches gsync at, used to show each integration's webhook URL.
 GSYNC_PUBLIC_URL = env.str("GSYNC_PUBLIC_URL", default="http://localhost:8000").rstrip("/")
 GSYNC_WEBHOOK_MAX_BYTES = env.int("GSYNC_WEBHOOK_MAX_BYTES", default=256 * 1024)
+# The largest reading stored, in bytes of its JSON (pull and push alike); larger ones are
+# rejected with their reason, and a webhook delivery is kept for a re-process.
+GSYNC_MAX_READING_BYTES = env.int("GSYNC_MAX_READING_BYTES", default=64 * 1024)
 GSYNC_WEBHOOK_RETENTION_DAYS = env.int("GSYNC_WEBHOOK_RETENTION_DAYS", default=30)
 # How long Golioth keeps LightDB Stream: 30 days unless the plan says more. Windows reaching
 # further back are warned about (integrations.retention).
@@ -45,6 +48,10 @@ if GSYNC_STREAM_RETENTION_DAYS < 1:
         "Golioth keeps LightDB Stream (30 unless your plan says more)."
     )
 GSYNC_REDIS_URL = env.str("GSYNC_REDIS_URL", default="")
+# Failed webhook authentications from one address (per integration) answered 429 after this many
+# within this many seconds (integrations/auth_throttle.py).
+GSYNC_WEBHOOK_AUTH_FAILURES = env.int("GSYNC_WEBHOOK_AUTH_FAILURES", default=20)
+GSYNC_WEBHOOK_AUTH_WINDOW = env.int("GSYNC_WEBHOOK_AUTH_WINDOW", default=60)
 GSYNC_WORKERS = env.int("GSYNC_WORKERS", default=2)
 # The pull's Golioth client: seconds per request, retries of transient failures (429, 5xx,
 # timeouts), and the backoff base in seconds (doubled per retry, with jitter).
@@ -105,13 +112,24 @@ TEMPLATES = [
 DATABASES = {
     "default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
 }
+# Seconds a web worker may take on one request before the WSGI server kills it (README's
+# production command passes it as gunicorn's --timeout).
+GSYNC_WEB_TIMEOUT = env.int("GSYNC_WEB_TIMEOUT", default=30)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Web, worker and runsync write at once: WAL lets readers on, the busy timeout makes writers
     # wait instead of failing, and IMMEDIATE takes the write lock at BEGIN so no transaction has to
     # upgrade a read lock mid-way ("database is locked").
+    _busy = env.float("GSYNC_SQLITE_TIMEOUT", default=20.0)
+    # A request still waiting for the lock when the worker is killed gets no answer at all; one
+    # that gives up first answers 503 (the webhook: Retry-After, so Golioth sends it again).
+    if _busy >= GSYNC_WEB_TIMEOUT:
+        raise ImproperlyConfigured(
+            f"GSYNC_SQLITE_TIMEOUT ({_busy:g}) must be below GSYNC_WEB_TIMEOUT "
+            f"({GSYNC_WEB_TIMEOUT}), or a request waiting on a lock is killed with its worker."
+        )
     DATABASES["default"]["OPTIONS"] = {
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-        "timeout": 30,
+        "timeout": _busy,
         "transaction_mode": "IMMEDIATE",
     }
 else:
@@ -168,17 +186,36 @@ if GSYNC_REDIS_URL:
     Q_CLUSTER["redis"] = GSYNC_REDIS_URL
 else:
     Q_CLUSTER["orm"] = "default"
+# Counts of failed webhook authentications live here: shared by every web process with Redis,
+# else per process (each gunicorn worker then allows GSYNC_WEBHOOK_AUTH_FAILURES on its own).
+if GSYNC_REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": GSYNC_REDIS_URL,
+        }
+    }
 
 # A run the dispatcher queued that no worker started within this many seconds is queued again.
 GSYNC_QUEUE_STALE_SECONDS = env.int("GSYNC_QUEUE_STALE_SECONDS", default=900)
 # /healthz answers 503 when the dispatcher has not run for this long (it runs every minute).
 GSYNC_HEALTH_MAX_DISPATCH_AGE = env.int("GSYNC_HEALTH_MAX_DISPATCH_AGE", default=300)
 
+# Webhook tokens and query-string values never reach a log line (gsync/redaction.py): filtered on
+# the loggers that write request paths (so every handler gets the redacted text) and on the console.
+_REDACTED = {"filters": ["redact"]}
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {"redact": {"()": "gsync.redaction.RedactSecrets"}},
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", **_REDACTED}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "django.request": _REDACTED,
+        # Django's own config of this logger (its handler, no propagation) is replaced here.
+        "django.server": {**_REDACTED, "handlers": ["console"], "propagate": False},
+        "django.security.csrf": _REDACTED,
+    },
 }

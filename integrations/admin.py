@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import cbor2
 from django.contrib import admin, messages
 from django.contrib.admin.utils import flatten_fieldsets, unquote
 from django.db.models import QuerySet
@@ -31,6 +30,8 @@ from integrations.admin_display import (
 )
 from integrations.admin_scheduling import ACTIONS, HEALTH_COLUMNS, SchedulingAdminMixin
 from integrations.forms import IntegrationForm
+from integrations.golioth.payloads import PayloadError
+from integrations.golioth.webhook_payloads import decode_body
 from integrations.models import ActivityLog, DeviceIntegration, WebhookDelivery
 from integrations.pipeline import pipeline_yaml
 from integrations.retention import retention_warnings
@@ -355,17 +356,22 @@ def redact_for_display(headers: dict[str, Any]) -> dict[str, Any]:
 
 
 def body_for_display(body: bytes, *, content_type: str) -> SafeString:
-    """JSON pretty-printed (CBOR decoded), else text, else hex; at most BODY_DISPLAY_LIMIT bytes."""
+    """JSON pretty-printed (CBOR decoded as the webhook decodes it, so with the same bounds),
+    else text, else hex; at most BODY_DISPLAY_LIMIT bytes."""
     note = ""
     if len(body) > BODY_DISPLAY_LIMIT:
         note = f"First {BODY_DISPLAY_LIMIT:,} of {len(body):,} bytes.\n"
     shown = body[:BODY_DISPLAY_LIMIT]
     try:
         if "cbor" in content_type.lower() and not note:
-            return pretty_json(cbor2.loads(shown))
+            return pretty_json(decode_body(shown, content_type="application/cbor"))
         text = shown.decode("utf-8")
-    except (cbor2.CBORDecodeError, UnicodeDecodeError, ValueError):
-        return format_html('<pre class="gsync-body">{}(not text; hex)\n{}</pre>', note, shown.hex())
+    except (UnicodeDecodeError, ValueError) as exc:
+        # PayloadError is a ValueError: a CBOR bomb shows its reason and its bytes, no more.
+        why = f"{exc}\n" if isinstance(exc, PayloadError) else ""
+        return format_html(
+            '<pre class="gsync-body">{}{}(not text; hex)\n{}</pre>', note, why, shown.hex()
+        )
     try:
         return pretty_json(json.loads(text)) if not note else _text_block(note, text)
     except ValueError:

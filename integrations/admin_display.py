@@ -27,16 +27,33 @@ from django.utils.safestring import SafeString
 from django.utils.text import capfirst
 
 BODY_DISPLAY_LIMIT = 64 * 1024
+# Characters of one JSON value a page shows: a stored reading, a body or metadata can be
+# megabytes (older rows, before GSYNC_MAX_READING_BYTES), and so would its page be.
+JSON_DISPLAY_LIMIT = 64 * 1024
 
 
-def pretty_json(value: Any) -> SafeString:
-    text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
-    return format_html('<pre class="gsync-json">{}</pre>', text)
+def pretty_json(value: Any, *, limit: int = JSON_DISPLAY_LIMIT) -> SafeString:
+    text, cut = bounded_json(value, limit=limit, indent=2)
+    note = f"\n… truncated: the first {limit:,} characters are shown" if cut else ""
+    return format_html('<pre class="gsync-json">{}{}</pre>', text, note)
 
 
 def short_json(value: Any, *, limit: int = 80) -> str:
-    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return text if len(text) <= limit else f"{text[: limit - 1]}…"
+    text, cut = bounded_json(value, limit=limit - 1, separators=(",", ":"))
+    return f"{text}…" if cut else text
+
+
+def bounded_json(value: Any, *, limit: int, **options: Any) -> tuple[str, bool]:
+    """`value` as JSON up to `limit` characters, and whether it was cut: the encoder stops
+    there, so a huge value costs what the page shows, not its size."""
+    encoder = json.JSONEncoder(sort_keys=True, ensure_ascii=False, default=str, **options)
+    chunks, size = [], 0
+    for chunk in encoder.iterencode(value):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            return "".join(chunks)[:limit], True
+    return "".join(chunks), False
 
 
 def format_duration(milliseconds: int | None) -> str:

@@ -51,7 +51,8 @@ class DeliveryResult:
     stored: int = 0
     duplicates: int = 0
     reason: str = ""
-    # Why a failed delivery failed: "input" (400), "media-type" (415) or "internal" (500).
+    # Why a failed delivery failed: "input" (400), "media-type" (415) or "internal" (500);
+    # "too-large" for a rejected reading over GSYNC_MAX_READING_BYTES (413).
     failure: str = ""
 
 
@@ -197,8 +198,15 @@ def _as_reading(reading: WebhookReading, device_pk: int) -> Reading:
 
 
 def _ingest_outcome(ingested: IngestResult) -> DeliveryResult:
-    outcome = Outcome.PROCESSED if ingested.inserted else Outcome.DUPLICATE
-    return DeliveryResult(outcome, stored=ingested.inserted, duplicates=ingested.duplicates)
+    counts = {"stored": ingested.inserted, "duplicates": ingested.duplicates}
+    if ingested.inserted:
+        return DeliveryResult(Outcome.PROCESSED, **counts)
+    if ingested.rejected:
+        # Not stored, and not a duplicate either: kept for a re-process once gsync can store it.
+        failure = "too-large" if ingested.too_large else ""
+        reason = ingested.rejected_reason
+        return DeliveryResult(Outcome.REJECTED, reason=reason, failure=failure, **counts)
+    return DeliveryResult(Outcome.DUPLICATE, **counts)
 
 
 def _see_device(

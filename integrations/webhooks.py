@@ -21,9 +21,13 @@ What the sender gets back (every answer but HEAD's is JSON):
                                       staff re-process it after a settings change
   400 {"error": one line}             the body is not a reading (malformed JSON/CBOR, a list...)
   401 / 404                           wrong or missing secret / unknown token or webhooks off;
-                                      nothing kept but a counter and a log line
+                                      nothing kept but a counter and a log line per window
+  429 + Retry-After                   too many of those from this address lately
+                                      (integrations.auth_throttle)
   405                                 any method but POST and HEAD
-  413                                 body over GSYNC_WEBHOOK_MAX_BYTES (kept without its body)
+  413                                 body over GSYNC_WEBHOOK_MAX_BYTES (kept without its body);
+                                      413 {..., "rejected": why}: its reading's JSON is over
+                                      GSYNC_MAX_READING_BYTES (kept, re-processable)
   415                                 neither JSON nor CBOR
   500 / 503 + Retry-After             a bug (traceback kept) / the database failed: Golioth retries
 """
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 from collections.abc import Iterable
 from datetime import datetime
 
@@ -42,6 +47,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonR
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
+from integrations import auth_throttle
 from integrations.deliveries import (
     DeliveryResult,
     ReprocessResult,
@@ -74,6 +80,11 @@ REDACTED = "[redacted]"
 SECRET_HEADER_WORDS = ("secret", "token", "key", "auth", "cookie")
 SECRET_HEADERS = ("X-Gsync-Secret",)
 RETRY_AFTER_SECONDS = 30
+# The throttle's one scope for every token that is no integration's.
+UNKNOWN_TOKENS = "unknown-tokens"
+# What models.new_webhook_token makes (URL-safe base64, at most the column's 64 characters).
+# Anything else is not looked up: PostgreSQL refuses a NUL in a query parameter outright.
+TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 # --- the view ------------------------------------------------------------------------------------
 
@@ -98,23 +109,34 @@ def golioth_webhook(request: HttpRequest, token: str) -> HttpResponse:
 
 def _receive(request: HttpRequest, token: str) -> HttpResponse:
     now = timezone.now()
+    address = _remote_addr(request) or "unknown address"
     integration = _find_integration(token)
+    scope = str(integration.pk) if integration else UNKNOWN_TOKENS
+    if auth_throttle.is_blocked(address, scope=scope):
+        response = _error(429, "too many failed authentications, retry later")
+        response["Retry-After"] = str(settings.GSYNC_WEBHOOK_AUTH_WINDOW)
+        return _counted_not_logged(response)
     if integration is None:
-        return _error(404, "not found")
+        auth_throttle.count_failure(address, scope=scope, what="a request with an unknown token")
+        return _counted_not_logged(_error(404, "not found"))
     if not _authenticated(request, integration):
-        _count_rejection(request, integration)
-        return _error(401, "missing or wrong secret")
+        _count_rejection(request, integration, address)
+        return _counted_not_logged(_error(401, "missing or wrong secret"))
     limit = settings.GSYNC_WEBHOOK_MAX_BYTES
-    body = read_body(request, limit=limit)
+    try:
+        body, unreadable = read_body(request, limit=limit), ""
+    except UnreadableBody as exc:
+        body, unreadable = None, str(exc)
     delivery = store_delivery(
         integration=integration, request=request, body=body or b"", received_at=now
     )
     # Added even for a refused body: the minute's entry counts every delivery.
     entry_id = webhook_minute_entry(integration, at=now)
     if body is None:
-        reason = f"body is larger than the {limit}-byte limit (GSYNC_WEBHOOK_MAX_BYTES); not kept"
+        too_large = f"body is larger than the {limit}-byte limit (GSYNC_WEBHOOK_MAX_BYTES)"
+        reason = unreadable or f"{too_large}; not kept"
         conclude_delivery(delivery, DeliveryResult(Outcome.FAILED, reason=reason))
-        return _error(413, reason)
+        return _error(400 if unreadable else 413, reason)
     result = process_delivery(delivery, integration=integration, activity_id=entry_id)
     return _answer(result)
 
@@ -126,8 +148,10 @@ def _answer(result: DeliveryResult) -> HttpResponse:
     if result.outcome == Outcome.IGNORED:
         return JsonResponse({**counts, "ignored": result.reason})
     if result.outcome == Outcome.REJECTED:
-        # Kept, but nothing a retry would change: 202, so Golioth does not resend it forever.
-        return JsonResponse({**counts, "rejected": result.reason}, status=202)
+        # Kept, but nothing a retry would change: 202, so Golioth does not resend it forever;
+        # a reading too large to store is 413, as a body too large is.
+        status = 413 if result.failure == "too-large" else 202
+        return JsonResponse({**counts, "rejected": result.reason}, status=status)
     if result.failure == "internal":
         return _error(500, "internal error; the delivery is kept for re-processing")
     return _error(415 if result.failure == "media-type" else 400, result.reason)
@@ -137,10 +161,19 @@ def _error(status: int, message: str) -> JsonResponse:
     return JsonResponse({"error": message}, status=status)
 
 
+def _counted_not_logged(response: HttpResponse) -> HttpResponse:
+    # Failed authentication is logged as a count per window (integrations.auth_throttle): Django's
+    # request logger would add a line per attempt, and skips a response marked logged already.
+    response._has_been_logged = True  # type: ignore[attr-defined]
+    return response
+
+
 # --- authentication, body, storage ---------------------------------------------------------------
 
 
 def _find_integration(token: str) -> DeviceIntegration | None:
+    if not TOKEN_SHAPE.fullmatch(token):
+        return None
     enabled = DeviceIntegration.objects.filter(webhook_token=token, webhook_enabled=True)
     # What a delivery needs; the sync state and the encrypted key stay in the database.
     needed = enabled.only("project_id", "settings", "webhook_token", "webhook_secrets")
@@ -160,26 +193,38 @@ def _authenticated(request: HttpRequest, integration: DeviceIntegration) -> bool
     return matched
 
 
-def _count_rejection(request: HttpRequest, integration: DeviceIntegration) -> None:
+def _count_rejection(request: HttpRequest, integration: DeviceIntegration, address: str) -> None:
     DeviceIntegration.objects.filter(pk=integration.pk).update(
         webhook_rejected_count=F("webhook_rejected_count") + 1
     )
     sent = "a wrong" if _has_secret_header(request) else "no"
-    logger.warning(
-        "webhook: rejected a request with %s secret for integration %s from %s",
-        sent,
-        integration.pk,
-        _remote_addr(request) or "unknown address",
-    )
+    what = f"rejected a request with {sent} secret for integration {integration.pk}"
+    auth_throttle.count_failure(address, scope=str(integration.pk), what=what)
 
 
 def _has_secret_header(request: HttpRequest) -> bool:
     return bool(request.headers.get("Authorization") or request.headers.get("X-Gsync-Secret"))
 
 
+class UnreadableBody(ValueError):
+    """The server could not read the body (a malformed chunked encoding, a client gone)."""
+
+
 def read_body(request: HttpRequest, *, limit: int) -> bytes | None:
     """The body, or None when it is over `limit`: refused by Content-Length before any read,
-    and never read past `limit` + 1 bytes when the length is not announced (chunked)."""
+    and never read past `limit` + 1 bytes when the length is not announced (chunked).
+    UnreadableBody when the server's stream fails."""
+    try:
+        return _read_limited(request, limit=limit)
+    except Exception as exc:
+        # The WSGI server's own errors (gunicorn's InvalidChunkSize, NoMoreData...) have no
+        # common base but Exception: all of them mean the request, not gsync, is broken.
+        detail = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+        reason = f"body could not be read (malformed chunked encoding?): {detail}"
+        raise UnreadableBody(reason) from None
+
+
+def _read_limited(request: HttpRequest, *, limit: int) -> bytes | None:
     try:
         announced = int(request.META.get("CONTENT_LENGTH") or -1)
     except ValueError:

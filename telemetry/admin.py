@@ -15,6 +15,8 @@ from integrations.admin_display import BigTableAdmin, pretty_json, short_json
 from telemetry.models import Device, TelemetryRecord
 
 LATEST_READINGS = 20
+# Characters of each of them shown: twenty readings of megabytes would be a page of megabytes.
+LATEST_READING_CHARS = 4096
 
 
 @admin.register(Device)
@@ -84,7 +86,7 @@ class DeviceAdmin(admin.ModelAdmin):
                     r.device_timestamp,
                     r.path or "-",
                     r.get_source_display(),
-                    pretty_json(r.telemetry),
+                    pretty_json(r.telemetry, limit=LATEST_READING_CHARS),
                 )
                 for r in readings
             ),

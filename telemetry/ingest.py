@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -66,15 +67,21 @@ class IngestResult:
     inserted: int = 0
     duplicates: int = 0
     corrected: int = 0
-    # Payloads JSON cannot hold (NaN, Infinity): not stored, counted, logged; the rest of the
-    # batch is stored as usual.
+    # Payloads that cannot be stored (NaN, Infinity, an integer of more than 4300 digits): not
+    # stored, counted, logged; never counted as duplicates. The rest of the batch is stored.
     rejected: int = 0
+    # Why the first of them was refused, one line (a webhook's single reading says it back).
+    rejected_reason: str = ""
+    # Of the rejected, how many for being larger than GSYNC_MAX_READING_BYTES.
+    too_large: int = 0
 
     def __iadd__(self, other: IngestResult) -> IngestResult:
         self.inserted += other.inserted
         self.duplicates += other.duplicates
         self.corrected += other.corrected
         self.rejected += other.rejected
+        self.rejected_reason = self.rejected_reason or other.rejected_reason
+        self.too_large += other.too_large
         return self
 
     @property
@@ -140,9 +147,10 @@ def _ingest_batch(
     advance_last_seen: bool,
     approximate_stored: bool,
 ) -> IngestResult:
-    rows, rejected = _keyed_rows(batch, integration_id=integration_id)
-    accepted = len(batch) - rejected
-    result = IngestResult(duplicates=accepted - len(rows), rejected=rejected)
+    rows, refused = _keyed_rows(batch, integration_id=integration_id)
+    accepted = len(batch) - len(refused)
+    result = _refused_result(refused)
+    result.duplicates = accepted - len(rows)
     fresh = list(rows.values())
     if approximate_stored or not all(row.reading.time_exact for row in fresh):
         fresh, result.corrected, known = _reconcile_approximate_times(fresh, tolerance)
@@ -155,17 +163,28 @@ def _ingest_batch(
     return result
 
 
-def _keyed_rows(batch: list[Reading], *, integration_id: int) -> tuple[dict[Any, _Row], int]:
-    """The batch by dedup key (repeats within it collapse), and how many payloads were refused."""
+class _Refused(ValueError):
+    """A payload that is not stored; its message says why, in one line."""
+
+    def __init__(self, reason: str, *, too_large: bool = False) -> None:
+        super().__init__(reason)
+        self.too_large = too_large
+
+
+def _keyed_rows(
+    batch: list[Reading], *, integration_id: int
+) -> tuple[dict[Any, _Row], list[_Refused]]:
+    """The batch by dedup key (repeats within it collapse), and the payloads refused."""
     rows: dict[Any, _Row] = {}
-    rejected = 0
+    refused = []
+    limit = settings.GSYNC_MAX_READING_BYTES
     for reading in batch:
         try:
-            document = canonical_json(reading.payload)
-        except (ValueError, TypeError) as exc:
-            rejected += 1
+            document = _document(reading.payload, limit=limit)
+        except _Refused as exc:
+            refused.append(exc)
             logger.warning(
-                "Reading of device %s at %s not stored: its payload is not JSON (%s)",
+                "Reading of device %s at %s not stored: %s",
                 reading.device_external_id,
                 reading.timestamp,
                 exc,
@@ -181,17 +200,46 @@ def _keyed_rows(batch: list[Reading], *, integration_id: int) -> tuple[dict[Any,
         )
         if key not in rows:
             rows[key] = _Row(reading, key, digest, document.decode())
-    return rows, rejected
+    return rows, refused
+
+
+def _document(payload: Any, *, limit: int) -> bytes:
+    """The stored text of `payload`, or _Refused: not JSON (NaN, an integer of more than 4300
+    digits), or larger than `limit` bytes."""
+    try:
+        document = canonical_json(payload)
+    except (ValueError, TypeError, RecursionError) as exc:
+        # Python's own message, up to its advice on raising the limit.
+        raise _Refused(
+            f"payload cannot be stored as JSON: {str(exc).split(';')[0][:200]}"
+        ) from None
+    if len(document) > limit:
+        raise _Refused(
+            f"payload is {len(document):,} bytes of JSON, over the {limit}-byte limit "
+            "(GSYNC_MAX_READING_BYTES)",
+            too_large=True,
+        )
+    return document
+
+
+def _refused_result(refused: list[_Refused]) -> IngestResult:
+    return IngestResult(
+        rejected=len(refused),
+        rejected_reason=str(refused[0]) if refused else "",
+        too_large=sum(1 for r in refused if r.too_large),
+    )
 
 
 def count_new_readings(readings: Iterable[Reading], *, integration_id: int) -> IngestResult:
     """What `ingest_readings` would do, without writing: readings whose key is not stored yet
     count as inserted (a dry run's estimate; approximate-time corrections are not predicted)."""
     readings = list(readings)
-    rows, rejected = _keyed_rows(readings, integration_id=integration_id)
+    rows, refused = _keyed_rows(readings, integration_id=integration_id)
     stored = TelemetryRecord.objects.filter(dedup_key__in=list(rows)).count()
-    repeats = len(readings) - rejected - len(rows)
-    return IngestResult(inserted=len(rows) - stored, duplicates=repeats + stored, rejected=rejected)
+    repeats = len(readings) - len(refused) - len(rows)
+    result = _refused_result(refused)
+    result.inserted, result.duplicates = len(rows) - stored, repeats + stored
+    return result
 
 
 # --- approximate times ---------------------------------------------------------------------------

@@ -4,10 +4,19 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from django.core.cache import cache
 
 from integrations.golioth.simulator import GoliothSimulator
 from integrations.models import DeviceIntegration
 from telemetry.models import Device
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache() -> Iterator[None]:
+    """Each test starts with no failed webhook authentications counted (the cache is in memory,
+    shared by every test of the process)."""
+    cache.clear()
+    yield
 
 
 @pytest.fixture

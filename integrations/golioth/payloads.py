@@ -44,7 +44,11 @@ def parse_time(value: str) -> datetime:
     if tz and tz not in ("Z", "z"):
         sign = 1 if tz[0] == "+" else -1
         digits = tz[1:].replace(":", "")
-        offset = sign * timedelta(hours=int(digits[:2]), minutes=int(digits[2:]))
+        hours, minutes = int(digits[:2]), int(digits[2:])
+        if hours > 23 or minutes > 59:
+            # RFC 3339's time-offset: an hour of 00-23, a minute of 00-59 (+99:99 is days off).
+            raise PayloadError(f"impossible UTC offset {tz!r} in time {value[:40]!r}")
+        offset = sign * timedelta(hours=hours, minutes=minutes)
     return (base.replace(microsecond=micros) - offset).replace(tzinfo=UTC)
 
 

@@ -47,6 +47,18 @@ _UNSTORABLE_TEXT = re.compile("[\x00\ud800-\udfff]")
 _CONTROL_TEXT = re.compile("[\x00-\x1f\ud800-\udfff]")
 JSON_TYPES = frozenset({"application/json", "text/json"})
 CBOR_TYPES = frozenset({"application/cbor"})
+# CBOR tags read as Golioth's cbor-to-json renders them: times (0, 1), big integers (2, 3),
+# decimal fractions and bigfloats (4, 5), the self-describe marker (55799). The others are refused
+# as soon as they are met: with shared references (28, 29) or string references (25, 256) a
+# 180-byte body expands to gigabytes (issue 9); the rest have no JSON form.
+EXPANDING_CBOR_TAGS = {
+    25: "string references (tags 25/256)",
+    256: "string references (tags 25/256)",
+    28: "shared references (tags 28/29)",
+    29: "shared references (tags 28/29)",
+}
+# cbor2's other built-in tags (fractions, regexes, MIME, UUIDs, sets, addresses, dates).
+CBOR_TAGS_WITHOUT_JSON = (30, 35, 36, 37, 52, 54, 100, 258, 260, 261, 1004)
 
 
 class UnsupportedMediaType(PayloadError):
@@ -155,6 +167,8 @@ def _decode_json(body: bytes) -> Any:
         ) from None
     except RecursionError:
         raise PayloadError(f"JSON is nested deeper than {MAX_DEPTH} levels") from None
+    except PayloadError:
+        raise  # NaN or Infinity (_refuse_constant): its message says it all
     except ValueError as exc:
         # e.g. an integer of more than 4300 digits (Python's int conversion limit)
         raise PayloadError(f"malformed JSON: {str(exc)[:80]}") from None
@@ -169,8 +183,15 @@ def _refuse_constant(name: str) -> Any:
 def _decode_cbor(body: bytes) -> Any:
     stream = io.BytesIO(body)
     try:
-        document = cbor2.CBORDecoder(stream, max_depth=MAX_DEPTH + 1).decode()
+        document = cbor2.CBORDecoder(
+            stream,
+            max_depth=MAX_DEPTH + 1,
+            semantic_decoders=_CBOR_TAG_DECODERS,
+            tag_hook=_refuse_unknown_tag,
+        ).decode()
     except cbor2.CBORDecodeError as exc:
+        if isinstance(exc.__cause__, PayloadError):
+            raise exc.__cause__ from None
         if "nesting depth" in str(exc):
             raise PayloadError(f"CBOR is nested deeper than {MAX_DEPTH} levels") from None
         raise PayloadError(f"malformed CBOR: {str(exc)[:120]}") from None
@@ -183,6 +204,41 @@ def _decode_cbor(body: bytes) -> Any:
     document = _cbor_to_json(document, depth=0)
     check_storable(document, kind="CBOR")
     return document
+
+
+def _refuse_tag(tag: int) -> Any:
+    what = EXPANDING_CBOR_TAGS.get(tag)
+    reason = f"CBOR {what} are not accepted" if what else f"CBOR tag {tag} has no JSON form"
+
+    def refuse(value: Any, immutable: bool) -> Any:
+        raise PayloadError(reason)
+
+    return refuse
+
+
+def _big_integer(*, negative: bool) -> Any:
+    def decode(value: Any, immutable: bool) -> int:
+        if immutable:
+            # Python hashes many big integers alike: a map keyed by them costs count**2 to build.
+            raise PayloadError("CBOR map key is a big integer (tag 2/3): use text or small keys")
+        if not isinstance(value, bytes):
+            raise PayloadError("malformed CBOR: a big integer (tag 2/3) holds no byte string")
+        number = int.from_bytes(value, "big")
+        return -1 - number if negative else number
+
+    return decode
+
+
+def _refuse_unknown_tag(decoder: Any, tag: cbor2.CBORTag) -> Any:
+    raise PayloadError(f"CBOR tag {tag.tag} has no JSON form")
+
+
+# cbor2's decoders of these tags replaced (cbor2 >= 6 calls each with the decoded content).
+_CBOR_TAG_DECODERS = {
+    **{tag: _refuse_tag(tag) for tag in (*EXPANDING_CBOR_TAGS, *CBOR_TAGS_WITHOUT_JSON)},
+    2: _big_integer(negative=False),
+    3: _big_integer(negative=True),
+}
 
 
 def _cbor_to_json(value: Any, *, depth: int) -> Any:

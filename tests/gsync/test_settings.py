@@ -44,3 +44,44 @@ def test_q_cluster_refuses_timeout_not_below_retry():
     result = load_settings(GSYNC_TASK_TIMEOUT="600", GSYNC_TASK_RETRY="600")
     assert result.returncode != 0
     assert "GSYNC_TASK_TIMEOUT (600) must be below GSYNC_TASK_RETRY (600)" in result.stderr
+
+
+PRINT_SQLITE = (
+    "import json, gsync.settings as s; "
+    "print(json.dumps([s.DATABASES['default']['OPTIONS']['timeout'], s.GSYNC_WEB_TIMEOUT]))"
+)
+
+
+def gunicorn_timeout_in_readme() -> int:
+    readme = (ROOT / "README.md").read_text()
+    command = next(line for line in readme.splitlines() if line.startswith(".venv/bin/gunicorn"))
+    words = command.split()
+    return int(words[words.index("--timeout") + 1])
+
+
+def load_sqlite_timeouts(**env: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("GSYNC_", "DATABASE_URL"))}
+    return subprocess.run(
+        [sys.executable, "-c", PRINT_SQLITE],
+        cwd=ROOT,
+        env={**clean, "SECRET_KEY": "settings-test", "DATABASE_URL": "sqlite:///x.db", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_sqlite_busy_timeout_is_below_the_web_worker_timeout():
+    result = load_sqlite_timeouts()
+    assert result.returncode == 0, result.stderr
+    busy, web = json.loads(result.stdout)
+    # A request waiting on SQLite's lock gives up (503) before gunicorn kills its worker.
+    assert web == gunicorn_timeout_in_readme()
+    assert busy < web - 5
+
+
+def test_sqlite_busy_timeout_not_below_the_web_timeout_is_refused():
+    result = load_sqlite_timeouts(GSYNC_SQLITE_TIMEOUT="30", GSYNC_WEB_TIMEOUT="30")
+    assert result.returncode != 0
+    assert "GSYNC_SQLITE_TIMEOUT (30" in result.stderr
+    assert "GSYNC_WEB_TIMEOUT (30)" in result.stderr

@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.db import IntegrityError, transaction
 
-from telemetry.ingest import Reading, ingest_readings
+from telemetry.ingest import Reading, count_new_readings, ingest_readings
 from telemetry.models import TelemetryRecord
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -128,3 +128,34 @@ def test_database_refuses_a_duplicate_dedup_key(integration, device):
     row.pk = None
     with pytest.raises(IntegrityError), transaction.atomic():
         row.save()
+
+
+def test_ingest_counts_an_unstorable_payload_rejected_not_duplicate(integration, device):
+    readings = [reading(device, 0), reading(device, 1, {"count": 10**5000}), reading(device, 2)]
+
+    result = ingest_readings(readings, integration_id=integration.pk, source="pull")
+
+    assert (result.inserted, result.duplicates, result.rejected) == (2, 0, 1)
+    assert "4300 digits" in result.rejected_reason
+    assert TelemetryRecord.objects.count() == 2
+
+
+def test_ingest_dry_run_counts_an_unstorable_payload_rejected(integration, device):
+    readings = [reading(device, 0, {"count": 10**5000}), reading(device, 1)]
+
+    result = count_new_readings(readings, integration_id=integration.pk)
+
+    assert (result.inserted, result.duplicates, result.rejected) == (1, 0, 1)
+
+
+def test_ingest_refuses_a_payload_over_the_size_limit(integration, device, settings):
+    settings.GSYNC_MAX_READING_BYTES = 1000
+    readings = [reading(device, 0, {"text": "a" * 2000}), reading(device, 1, {"text": "a" * 900})]
+
+    result = ingest_readings(readings, integration_id=integration.pk, source="pull")
+
+    assert (result.inserted, result.duplicates, result.rejected, result.too_large) == (1, 0, 1, 1)
+    assert "1000-byte" in result.rejected_reason
+    assert [
+        len(t["text"]) for t in TelemetryRecord.objects.values_list("telemetry", flat=True)
+    ] == [900]
