@@ -88,6 +88,7 @@ class SyncOutcome:
     rejected: int = 0
     api_calls: int = 0
     retries: int = 0
+    rereads: int = 0
     error: str = ""
     skip_reason: str | None = None
     window_start: datetime | None = None
@@ -341,6 +342,7 @@ def _reading_pages(run: _Run, pages: Iterator[list[StreamReading]]) -> Iterator[
 def _count_calls(run: _Run, client: GoliothClient | None) -> None:
     if client is not None:
         run.outcome.api_calls, run.outcome.retries = client.stats.calls, client.stats.retries
+        run.outcome.rereads = client.window_stats.rereads
 
 
 # --- endings -------------------------------------------------------------------------------------
@@ -414,6 +416,8 @@ def _finish_activity(run: _Run, *, error: str) -> None:
         "corrected": o.corrected,
         "rejected": o.rejected,
         "cursor_moved": o.cursor_moved,
+        # Slices of the window read again because Golioth's data moved while they were paged.
+        "rereads": o.rereads,
     }
     if run.device_ids is not None:
         metadata["device_ids"] = sorted(run.device_ids)

@@ -11,7 +11,7 @@ So one page's `total` is never trusted. A slice of the window is paged until a s
 counts as read only when every page's `total` agrees with the others and with the rows read. A
 reply without `total` (the OpenAPI has the field; no captured stream reply shows it) is paged until
 a short page and checked for the one symptom visible without it: a reading seen on two
-consecutive pages. A slice that moved is read again, in halves (smaller slices are read faster, so
+pages. A slice that moved is read again, in halves (smaller slices are read faster, so
 they are less likely to move again); after `attempts` tries the read fails with
 InconsistentWindowError, so the run fails and keeps its cursor instead of reporting success.
 
@@ -155,14 +155,14 @@ def _split(start: datetime, end: datetime, parts: int) -> list[tuple[datetime, d
 
 class _Consistency:
     """Did a slice stay still while it was paged? Totals must agree with each other and with
-    the rows read; without totals, no reading may show up on two consecutive pages."""
+    the rows read; without totals, no reading may show up on two pages."""
 
     def __init__(self, first: Page) -> None:
         self.totals = {first.total} - {None}
         self.rows = len(first.readings)
         self.blind = first.total is None
         self.repeated = 0
-        self._previous = _keys(first) if self.blind else set()
+        self._seen = _keys(first) if self.blind else set()
 
     def add(self, page: Page) -> None:
         self.rows += len(page.readings)
@@ -171,9 +171,13 @@ class _Consistency:
         else:
             self.blind = True
         if self.blind:
+            # Any earlier page, not just the last: a shift of more than a page repeats a
+            # reading two pages on. Golioth's own doubles (two pipelines into LightDB Stream)
+            # sit side by side, on one page; should a pair straddle a boundary, the re-read in
+            # halves moves the boundaries.
             keys = _keys(page)
-            self.repeated += len(keys & self._previous)
-            self._previous = keys
+            self.repeated += len(keys & self._seen)
+            self._seen |= keys
 
     @property
     def consistent(self) -> bool:
