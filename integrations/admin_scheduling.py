@@ -28,10 +28,10 @@ from django.utils.timesince import timesince
 from integrations import sync
 from integrations.dashboard import DAY, SOURCES, integration_health
 from integrations.models import ActivityLog, DeviceIntegration
-from integrations.scheduling import enqueue_backfill, enqueue_sync
+from integrations.scheduling import enqueue_backfill, enqueue_reconcile, enqueue_sync
 
 HEALTH_COLUMNS = ["health", "last_run", "next_due_list", "readings_24h", "last_error"]
-ACTIONS = ["sync_now", "test_connection", "backfill", "pause", "resume"]
+ACTIONS = ["sync_now", "verify_completeness", "test_connection", "backfill", "pause", "resume"]
 HEALTH_COLOURS = {
     "ok": "#2e7d32",
     "running": "#1565c0",
@@ -141,6 +141,26 @@ class SchedulingAdminMixin:
                 self.message_user(
                     request,
                     f"“{integration}” already has a sync queued or running; nothing added.",
+                    messages.WARNING,
+                )
+
+    @admin.action(description="Verify completeness", permissions=["run_sync"])
+    def verify_completeness(
+        self, request: HttpRequest, queryset: QuerySet[DeviceIntegration]
+    ) -> None:
+        for integration in queryset:
+            if enqueue_reconcile(integration, trigger=ActivityLog.Trigger.ADMIN):
+                self.message_user(
+                    request,
+                    f"Reconcile of “{integration}” queued: a worker compares Golioth's readings "
+                    "per device and hour with gsync's and re-reads what is missing. Its "
+                    "“reconcile” entry in the activity log shows the figures.",
+                    messages.SUCCESS,
+                )
+            else:
+                self.message_user(
+                    request,
+                    f"“{integration}” already has a run queued or running; nothing added.",
                     messages.WARNING,
                 )
 

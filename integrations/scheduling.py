@@ -20,13 +20,16 @@ from django_q.models import Schedule
 from django_q.tasks import async_task
 
 from integrations.models import ActivityLog, DeviceIntegration, Heartbeat
+from integrations.reconcile import reconcile_integration
 from integrations.sync import skip_reason, sync_integration
+from integrations.sync_settings import SettingsError
 from integrations.webhooks import prune_deliveries, roll_up_webhook_minutes
 
 logger = logging.getLogger(__name__)
 
 DISPATCH_FUNC = "integrations.scheduling.dispatch_due_integrations"
 RUN_FUNC = "integrations.scheduling.run_sync_task"
+RECONCILE_FUNC = "integrations.scheduling.run_reconcile_task"
 PRUNE_FUNC = "integrations.scheduling.prune_webhook_deliveries"
 SCHEDULE_NAME = "gsync: dispatch due integrations"
 # The dispatcher itself must finish well within its period (django-q2 kills it after this).
@@ -116,7 +119,23 @@ def _due_integration_ids(*, now: datetime, tick: datetime) -> list[int]:
             continue
         if _died_running(integration) or _interval_elapsed(integration, tick=tick):
             due.append(integration.pk)
+        elif reconcile_due(integration, now=tick):
+            # A sync due the same minute goes first; the reconcile then waits one dispatch.
+            _enqueue_reconcile(integration.pk, now=now)
     return due
+
+
+def reconcile_due(integration: DeviceIntegration, *, now: datetime) -> bool:
+    """A scheduled reconcile is due: it is on, the pull has a cursor to check up to, and its
+    interval has passed since the last one. (Enabled, active and in window: as for the sync.)"""
+    try:
+        minutes = integration.sync_settings.reconcile_interval_minutes
+    except SettingsError:
+        return False
+    if not minutes or integration.sync_cursor is None:
+        return False
+    last = integration.last_reconcile_at
+    return last is None or last + timedelta(minutes=minutes) <= now
 
 
 def _interval_elapsed(integration: DeviceIntegration, *, tick: datetime) -> bool:
@@ -150,6 +169,7 @@ def _enqueue(
     tick: datetime | None = None,
     trigger: str = "schedule",
     live: bool = True,
+    func: str = RUN_FUNC,
     **task_kwargs: Any,
 ) -> bool:
     """Claim the integration (one UPDATE that only one caller wins) and queue its run.
@@ -163,10 +183,10 @@ def _enqueue(
         return False
     try:
         async_task(
-            RUN_FUNC,
+            func,
             pk,
             trigger,
-            task_name=f"sync-{pk}-{trigger}",
+            task_name=f"{'sync' if func == RUN_FUNC else 'reconcile'}-{pk}-{trigger}",
             group="gsync-sync",
             **task_kwargs,
         )
@@ -203,6 +223,36 @@ def run_sync_task(
         "duplicates": outcome.duplicates,
         "error": outcome.error,
     }
+
+
+def run_reconcile_task(integration_id: int, trigger: str = "schedule") -> dict[str, Any]:
+    """One reconcile of one integration, in a worker (the sync's lease keeps the two apart)."""
+    DeviceIntegration.objects.filter(pk=integration_id).update(queued_at=None)
+    integration = DeviceIntegration.objects.filter(pk=integration_id).first()
+    if integration is None:
+        return {"status": "skipped", "skip_reason": "integration deleted"}
+    try:
+        outcome = reconcile_integration(integration, trigger=trigger)
+    except ValueError as exc:  # an empty window: nothing synced yet to check
+        return {"status": "skipped", "skip_reason": str(exc)}
+    return {
+        "status": outcome.status,
+        "skip_reason": outcome.skip_reason,
+        "recovered": outcome.recovered,
+        "missing": outcome.buckets_missing,
+        "error": outcome.error,
+    }
+
+
+def _enqueue_reconcile(pk: int, *, now: datetime, trigger: str = "schedule") -> bool:
+    # Claimed like a sync (queued_at), but not a live run: the sync interval is left alone.
+    return _enqueue(pk, now=now, trigger=trigger, live=False, func=RECONCILE_FUNC)
+
+
+def enqueue_reconcile(integration: DeviceIntegration, *, trigger: str = "admin") -> bool:
+    """Queue a reconcile at once ("Verify completeness"); False when a run is queued or
+    running."""
+    return _enqueue_reconcile(integration.pk, now=timezone.now(), trigger=trigger)
 
 
 def enqueue_sync(integration: DeviceIntegration, *, trigger: str = "admin") -> bool:
