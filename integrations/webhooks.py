@@ -59,7 +59,7 @@ from integrations.deliveries import (
     roll_up_webhook_minutes,
     webhook_minute_entry,
 )
-from integrations.golioth.webhook_payloads import parse_webhook
+from integrations.golioth.webhook_payloads import UNSTORABLE_TEXT, parse_webhook
 from integrations.models import DeviceIntegration, WebhookDelivery
 
 __all__ = [
@@ -132,6 +132,10 @@ def _receive(request: HttpRequest, token: str) -> HttpResponse:
     )
     # Added even for a refused body: the minute's entry counts every delivery.
     entry_id = webhook_minute_entry(integration, at=now)
+    if unstorable := _unstorable_header(request):
+        reason = f"header {unstorable[:60]} holds a NUL character or a lone surrogate"
+        conclude_delivery(delivery, DeliveryResult(Outcome.FAILED, reason=reason))
+        return _error(400, reason)
     if body is None:
         too_large = f"body is larger than the {limit}-byte limit (GSYNC_WEBHOOK_MAX_BYTES)"
         reason = unreadable or f"{too_large}; not kept"
@@ -244,8 +248,25 @@ def redact_headers(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
     for name, value in headers:
         lowered = name.lower()
         secret = name in SECRET_HEADERS or any(word in lowered for word in SECRET_HEADER_WORDS)
-        stored[name] = REDACTED if secret else value
+        stored[_storable(name)] = REDACTED if secret else _storable(value)
     return stored
+
+
+def _storable(text: str) -> str:
+    # PostgreSQL's jsonb and text hold no NUL and no lone surrogate: the row would not be kept.
+    return UNSTORABLE_TEXT.sub("\ufffd", text)
+
+
+def _unstorable_header(request: HttpRequest) -> str:
+    """The name of the first header (or Content-Type) that `_storable` had to change, or ""."""
+    for name, value in [*request.headers.items(), ("Content-Type", _content_type(request))]:
+        if UNSTORABLE_TEXT.search(name) or UNSTORABLE_TEXT.search(value):
+            return _storable(name)
+    return ""
+
+
+def _content_type(request: HttpRequest) -> str:
+    return request.META.get("CONTENT_TYPE", "")
 
 
 def _remote_addr(request: HttpRequest) -> str | None:
@@ -265,6 +286,6 @@ def store_delivery(
         received_at=received_at,
         headers=redact_headers(request.headers.items()),
         body=body,
-        content_type=request.META.get("CONTENT_TYPE", "")[:200],
+        content_type=_storable(_content_type(request))[:200],
         remote_addr=_remote_addr(request),
     )

@@ -43,7 +43,7 @@ LEGACY_OTHER = frozenset(
     }
 )
 ENVELOPE_KEYS = frozenset({"data", "device_id", "project_id", "timestamp", "path"})
-_UNSTORABLE_TEXT = re.compile("[\x00\ud800-\udfff]")
+UNSTORABLE_TEXT = re.compile("[\x00\ud800-\udfff]")
 _CONTROL_TEXT = re.compile("[\x00-\x1f\ud800-\udfff]")
 JSON_TYPES = frozenset({"application/json", "text/json"})
 CBOR_TYPES = frozenset({"application/cbor"})
@@ -286,7 +286,7 @@ def check_storable(document: Any, *, kind: str = "JSON") -> None:
                 pending.extend((key, depth) for key in value)
             children = value.values() if isinstance(value, dict) else value
             pending.extend((child, depth + 1) for child in children)
-        elif isinstance(value, str) and _UNSTORABLE_TEXT.search(value):
+        elif isinstance(value, str) and UNSTORABLE_TEXT.search(value):
             raise PayloadError("text holds a NUL character or a lone surrogate (\\u0000, \\ud800)")
         elif isinstance(value, float) and not math.isfinite(value):
             raise PayloadError(f"{kind} holds a number too large to store")

@@ -409,3 +409,31 @@ def test_webhook_failed_authentication_is_logged_as_a_count_per_window(
     assert f"wrong secret for integration {hooked.pk} from 127.0.0.1" in lines[0]
     assert f"3 failed authentications from 127.0.0.1 for integration {hooked.pk}" in lines[1]
     assert "wrong" not in caplog.text.replace("a wrong secret", "")
+
+
+# --- found by the fuzz: text PostgreSQL cannot store in a header ---------------------------------
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"Ce-Source": "d\x00evice"}, {"Ce-Time": "2026-03-01T12:00:00Z\ud800"}, {"X-Note": "\x00"}],
+    ids=["nul-source", "surrogate-time", "nul-other"],
+)
+def test_webhook_header_with_nul_or_lone_surrogate_is_400_and_kept(client, hooked, headers):
+    response = post(client, hooked.webhook_path, {"temp": 1}, headers=headers)
+
+    assert response.status_code == 400
+    assert "NUL character or a lone surrogate" in response.json()["error"]
+    delivery = WebhookDelivery.objects.get()
+    assert delivery.outcome == "failed"
+    name = next(iter(headers))
+    assert name in delivery.error
+    assert "\ufffd" in delivery.headers[name]
+    assert not TelemetryRecord.objects.exists()
+
+
+def test_webhook_content_type_with_nul_is_refused_and_kept(client, hooked):
+    response = post(client, hooked.webhook_path, {"temp": 1}, content_type="application/json\x00")
+
+    assert response.status_code in (400, 415)
+    assert WebhookDelivery.objects.get().outcome == "failed"
