@@ -86,6 +86,7 @@ class SyncOutcome:
     duplicates: int = 0
     corrected: int = 0
     rejected: int = 0
+    rejected_reason: str = ""
     api_calls: int = 0
     retries: int = 0
     rereads: int = 0
@@ -260,28 +261,36 @@ def _pull(run: _Run, client: GoliothClient) -> None:
     run.outcome.devices = len(run.scope.devices)
     pages = _reading_pages(run, _stream_pages(run, client))
     if run.dry_run:
-        result = IngestResult()
         for readings in pages:
-            result += count_new_readings(readings, integration_id=run.integration.pk)
+            _count(run, count_new_readings(readings, integration_id=run.integration.pk))
     else:
-        result = _store(run, pages)
+        _store(run, pages)
         refresh_statuses(run.integration, sync_settings=run.settings, now=run.now)
+
+
+def _count(run: _Run, result: IngestResult) -> None:
+    """Add a committed batch to the outcome at once: a run that fails later still reports
+    what it stored (issue 9: a failed run said inserted=0 over thousands of rows)."""
     outcome = run.outcome
-    outcome.inserted, outcome.duplicates = result.inserted, result.duplicates
-    outcome.corrected, outcome.rejected = result.corrected, result.rejected
+    outcome.inserted += result.inserted
+    outcome.duplicates += result.duplicates
+    outcome.corrected += result.corrected
+    outcome.rejected += result.rejected
+    outcome.rejected_reason = outcome.rejected_reason or result.rejected_reason
 
 
-def _store(run: _Run, pages: Iterator[list[Reading]]) -> IngestResult:
+def _store(run: _Run, pages: Iterator[list[Reading]]) -> None:
     """Ingest pages gathered into big batches (far cheaper per reading than a transaction per
     page), committed at least every FLUSH_SECONDS: a slow run's readings show up as it goes, and
     a killed worker loses seconds of fetching, not the whole window. One batch held at most."""
-    result, batch, flushed = IngestResult(), [], time.monotonic()
+    batch: list[Reading] = []
+    flushed = time.monotonic()
     for readings in itertools.chain(pages, [None]):
         if readings is not None:
             batch += readings
         due = time.monotonic() - flushed >= FLUSH_SECONDS or readings is None
         if batch and (len(batch) >= INGEST_BATCH_SIZE or due):
-            result += ingest_readings(
+            result = ingest_readings(
                 batch,
                 integration_id=run.integration.pk,
                 source=run.source,
@@ -289,8 +298,8 @@ def _store(run: _Run, pages: Iterator[list[Reading]]) -> IngestResult:
                 time_tolerance=timedelta(seconds=run.settings.time_tolerance_seconds),
                 batch_size=INGEST_BATCH_SIZE,
             )
+            _count(run, result)
             batch, flushed = [], time.monotonic()
-    return result
 
 
 def _renew(lease: Lease | None) -> None:
@@ -369,9 +378,10 @@ def _succeed(run: _Run) -> SyncOutcome:
         logger.warning(
             "Sync of %s finished after its lease was taken over; state not saved", run.integration
         )
-    error = f"{outcome.rejected} readings were not stored: payload is not JSON" * bool(
-        outcome.rejected
-    )
+    error = ""
+    if outcome.rejected:
+        reason = outcome.rejected_reason or "payload cannot be stored"
+        error = f"{outcome.rejected} readings were not stored: {reason}"
     _finish_activity(run, error=error)
     return outcome
 

@@ -176,3 +176,33 @@ def test_pull_fails_and_keeps_its_cursor_when_the_window_never_holds_still(
     golioth_integration.refresh_from_db()
     assert golioth_integration.sync_cursor is None
     assert golioth_integration.last_sync_status == "failed"
+
+
+def test_failed_run_reports_what_it_committed(golioth, golioth_integration, day_fleet, monkeypatch):
+    """Issue 9, defect 10: a run that fails after committing batches says how many it stored."""
+    from integrations import sync
+
+    monkeypatch.setattr(sync, "INGEST_BATCH_SIZE", 500)
+    monkeypatch.setattr(sync, "FLUSH_SECONDS", 3600)
+    answer = golioth._answer
+    calls = 0
+
+    def refuse_after_twenty(handler, kind, *args):
+        nonlocal calls
+        if kind == "stream":
+            calls += 1
+            if calls > 20:
+                golioth.api_key = "rotated"  # every later call: 401, never retried
+        return answer(handler, kind, *args)
+
+    golioth._answer = refuse_after_twenty
+    outcome = sync_integration(golioth_integration, now=NOW)
+
+    stored = TelemetryRecord.objects.filter(integration=golioth_integration).count()
+    assert outcome.status == "failed"
+    assert stored > 0
+    assert outcome.inserted == stored
+    entry = outcome.activity
+    entry.refresh_from_db()
+    assert entry.readings_inserted == stored
+    assert entry.readings_fetched >= stored
