@@ -41,6 +41,8 @@ GSYNC_MAX_READING_BYTES = env.int("GSYNC_MAX_READING_BYTES", default=64 * 1024)
 GSYNC_WEBHOOK_RETENTION_DAYS = env.int("GSYNC_WEBHOOK_RETENTION_DAYS", default=30)
 # How long Golioth keeps LightDB Stream: 30 days unless the plan says more. Windows reaching
 # further back are warned about (integrations.retention).
+# Health warns when an integration's "verified complete through" falls further behind than this.
+GSYNC_VERIFY_MAX_LAG_HOURS = env.int("GSYNC_VERIFY_MAX_LAG_HOURS", default=6)
 GSYNC_STREAM_RETENTION_DAYS = env.int("GSYNC_STREAM_RETENTION_DAYS", default=30)
 if GSYNC_STREAM_RETENTION_DAYS < 1:
     raise ImproperlyConfigured(

@@ -15,6 +15,7 @@ from django.contrib.admin.utils import flatten_fieldsets, unquote
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 from django.utils.html import format_html
@@ -53,6 +54,8 @@ SYNC_STATE_FIELDS = [
     "queued_at",
     "last_skip_reason",
     "next_due",
+    "verified_through",
+    "last_reconcile",
 ]
 CONNECTION_FIELDS = ["name", "status", "project_id", "base_url", "api_key"]
 SYNC_FIELDS = [
@@ -156,6 +159,7 @@ class DeviceIntegrationAdmin(SchedulingAdminMixin, admin.ModelAdmin):
         "sync_enabled",
         "sync_interval",
         *HEALTH_COLUMNS,
+        "verified_through_list",
         "webhook_enabled",
     ]
     list_filter = ["status", "webhook_enabled"]
@@ -270,6 +274,38 @@ class DeviceIntegrationAdmin(SchedulingAdminMixin, admin.ModelAdmin):
         # When each was added, never the secret or its hint: enough to see a rotation is due.
         added = [s.get("created", "")[:16].replace("T", " ") + " UTC" for s in obj.webhook_secrets]
         return f"{len(added)} active, added {', '.join(added)}" if added else "none"
+
+    @admin.display(description="Verified complete through", ordering="verified_through")
+    def verified_through_list(self, obj: DeviceIntegration) -> str:
+        if obj.verified_through is None:
+            return "not yet"
+        return f"{obj.verified_through:%Y-%m-%d %H:%M} UTC"
+
+    @admin.display(description="Last reconcile")
+    def last_reconcile(self, obj: DeviceIntegration) -> SafeString | str:
+        entry = (
+            ActivityLog.objects.filter(
+                integration=obj, activity_type=ActivityLog.ActivityType.RECONCILE
+            )
+            .exclude(status=ActivityLog.Status.SKIPPED)
+            .first()
+        )
+        if entry is None:
+            return "never (the “Verify completeness” action runs one)"
+        url = reverse("admin:integrations_activitylog_change", args=[entry.pk])
+        window = (
+            f"{entry.window_start:%Y-%m-%d %H:%M}–{entry.window_end:%Y-%m-%d %H:%M} UTC"
+            if entry.window_start and entry.window_end
+            else ""
+        )
+        return format_html(
+            '<a href="{}">{} at {:%Y-%m-%d %H:%M:%S} UTC</a> ({}): {}',
+            url,
+            entry.get_status_display(),
+            entry.started_at,
+            window,
+            entry.error_message or entry.message,
+        )
 
     @admin.display(description="Next due")
     def next_due(self, obj: DeviceIntegration) -> Any:

@@ -18,6 +18,7 @@ from django.utils import timezone
 from django.utils.timesince import timesince
 
 from integrations.models import ActivityLog, DeviceIntegration, Heartbeat
+from integrations.reconcile import verification_warning
 from integrations.retention import retention_warnings
 from integrations.scheduling import DISPATCH_BEAT
 from integrations.sync_settings import SettingsError, SyncSettings
@@ -278,6 +279,8 @@ def integration_health(integration: DeviceIntegration, *, now: datetime) -> Heal
         return Health(HealthState.LATE, late)
     if past_retention := retention_warnings(integration, now=now):
         return Health(HealthState.WARNING, " ".join(past_retention))
+    if unverified := verification_warning(integration, settings, now=now):
+        return Health(HealthState.WARNING, unverified)
     if integration.last_sync_at is None:
         return Health(HealthState.OK, "Waiting for its first run.")
     return Health(HealthState.OK, f"Last run {timesince(integration.last_sync_at, now)} ago.")

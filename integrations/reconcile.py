@@ -28,6 +28,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from django.conf import settings
 from django.db.models import Count
 from django.db.models.functions import TruncHour
 from django.utils import timezone
@@ -207,6 +208,35 @@ def reconcile_window(
             f"{end:%Y-%m-%d %H:%M:%S} UTC"
         )
     return since, end
+
+
+def verification_warning(
+    integration: DeviceIntegration, sync_settings: SyncSettings, *, now: datetime
+) -> str:
+    """Why "verified complete through" is too far behind, or "" (GSYNC_VERIFY_MAX_LAG_HOURS).
+
+    Judged only where the scheduler reconciles (interval on) and the pull has run: an
+    integration that never synced has nothing to verify yet.
+    """
+    if not sync_settings.reconcile_interval_minutes or integration.sync_cursor is None:
+        return ""
+    limit = timedelta(hours=settings.GSYNC_VERIFY_MAX_LAG_HOURS)
+    verified = integration.verified_through
+    if verified is None:
+        first_run = integration.created_at
+        if now - first_run <= limit:
+            return ""
+        return (
+            f"Never verified complete (no reconcile without missing readings in "
+            f"{settings.GSYNC_VERIFY_MAX_LAG_HOURS} h): see its reconcile entries."
+        )
+    if now - verified <= limit:
+        return ""
+    hours = (now - verified).total_seconds() / 3600
+    return (
+        f"Verified complete only through {verified:%Y-%m-%d %H:%M} UTC, {hours:.0f} h ago "
+        f"(limit {settings.GSYNC_VERIFY_MAX_LAG_HOURS} h): see its reconcile entries."
+    )
 
 
 def _floor(moment: datetime) -> datetime:
