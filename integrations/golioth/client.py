@@ -29,6 +29,7 @@ from requests.adapters import HTTPAdapter
 from integrations.golioth.api_hosts import ApiHostError, ApiHostPolicy
 from integrations.golioth.errors import (
     AuthenticationError,
+    CountsUnsupportedError,
     GoliothError,
     MalformedResponseError,
     NotFoundError,
@@ -283,7 +284,14 @@ class GoliothClient:
             response = self._request(
                 "POST", path, json_body={**body, "page": number, "perPage": self.page_size}
             )
-            rows = _parse(parse_count_page, response)
+            try:
+                rows = parse_count_page(response)
+            except PayloadError as exc:
+                # Rows but no counts: a Golioth that ignores `agg` (the docs show it, no
+                # capture does). The caller re-reads instead of trusting them.
+                raise CountsUnsupportedError(
+                    f"Golioth did not answer the count query with counts: {exc}"
+                ) from exc
             for row in rows:
                 key = (row.bucket_start, row.device_external_id)
                 if row.count > seen.get(key, -1):

@@ -41,6 +41,10 @@ class InconsistentWindowError(GoliothError):
     """A stream window kept moving while it was paged, through every re-read (see window.py)."""
 
 
+class CountsUnsupportedError(GoliothError):
+    """Golioth answered the count query with rows that carry no count (it ignored `agg`)."""
+
+
 # Vendor statuses map through a table, not an if-chain; anything else 5xx is "unavailable".
 _STATUS_ERRORS: dict[int, tuple[type[GoliothError], str]] = {
     401: (

@@ -84,10 +84,13 @@ class GoliothSimulator:
         latency: float = 0.0,
         faults: FaultConfig | None = None,
         seed: int = 0,
+        stream_total: bool = True,
     ) -> None:
         self.project_id = project_id
         self.api_key = api_key
         self.latency = latency
+        # False: stream replies without `total` (the OpenAPI has it; no capture shows it).
+        self.stream_total = stream_total
         self.store = SimStore()
         self.base_url: str | None = None
         self._rng = random.Random(seed)
@@ -286,6 +289,7 @@ class GoliothSimulator:
             headers=handler.headers,
             query=query,
             body=body,
+            stream_total=self.stream_total,
         )
         status, payload = api.answer(context, kind, args)
         return _Reply(status, payload)

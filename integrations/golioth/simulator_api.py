@@ -6,10 +6,12 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs
 
 from integrations.golioth.payloads import PayloadError, parse_time
+from integrations.golioth.simulator_query import QueryError, parse_query, run_query
 from integrations.golioth.simulator_store import (
     DeviceQuery,
     SimStore,
@@ -48,6 +50,8 @@ class Context:
     headers: Mapping[str, str]
     query: str
     body: bytes
+    # Stream replies carry `total` (OpenAPI); False: leave it out, as no capture shows it.
+    stream_total: bool = True
 
 
 def route(path: str) -> tuple[str, dict[str, str]]:
@@ -121,13 +125,39 @@ def _stream(ctx: Context, args: dict[str, str]) -> bytes:
     device_ids = params["deviceId"]
     if "device" in args:
         device_ids = [args["device"]]
-    start, end = _time_param(params, "start"), _time_param(params, "end")
+    start, end = _window(params)
     page, per_page = _paging(params.get("page"), params.get("perPage"))
+    try:
+        query = parse_query(params)
+    except QueryError as exc:
+        raise BadRequest(str(exc)) from exc
     matches = ctx.store.query(start, end, device_ids or None, params["tags"] or None)
-    items = ctx.store.render_page(matches, page, per_page)
+    meta: dict[str, Any] = {"page": page, "perPage": per_page}
+    if query.is_plain:
+        items = ctx.store.render_page(matches, page, per_page)
+        total = len(matches)
+    else:
+        rows = run_query(query, ctx.store.rows(matches), ctx.store.render_time)
+        items = _json(rows[page * per_page : (page + 1) * per_page]).decode()
+        total = len(rows)
+    if ctx.stream_total:
+        meta["total"] = total
     # `list` is spliced in as text: the payloads are stored as JSON already.
-    tail = _json({"page": page, "perPage": per_page, "total": len(matches)})
-    return b'{"list":' + items.encode() + b"," + tail[1:]
+    return b'{"list":' + items.encode() + b"," + _json(meta)[1:]
+
+
+def _window(params: dict[str, Any]) -> tuple[int, int]:
+    """start and end are optional in the OpenAPI; so is `interval` ("8h", goliothctl's
+    --interval). Without them: end = now, start = end - interval, interval 24 h (guess)."""
+    end = _time_param(params, "end") if params.get("end") else to_micros(datetime.now(UTC))
+    if params.get("start"):
+        return _time_param(params, "start"), end
+    interval = params.get("interval") or "24h"
+    match = re.match(r"^(\d+)([smhd])$", str(interval).strip())
+    if not match:
+        raise BadRequest(f"invalid interval {interval!r}")
+    seconds = int(match[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86_400}[match[2]]
+    return end - seconds * 1_000_000, end
 
 
 def _state(ctx: Context, args: dict[str, str]) -> bytes:
@@ -158,7 +188,8 @@ def _stream_params(ctx: Context) -> dict[str, Any]:
             raise BadRequest("request body must be a JSON object")
     else:
         query = parse_qs(ctx.query)
-        params = {key: _first(query, key) for key in ("start", "end", "page", "perPage")}
+        keys = ("start", "end", "interval", "page", "perPage", "encodedQuery", "query.timeBucket")
+        params = {key: _first(query, key) for key in keys}
         params |= {"deviceId": query.get("deviceId", []), "tags": query.get("tags", [])}
     for key in ("deviceId", "tags"):
         value = params.get(key) or []

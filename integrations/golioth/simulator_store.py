@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from integrations.golioth.payloads import StreamReading
+from integrations.golioth.simulator_query import Row
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _CACHE_SIZE = 8
@@ -248,6 +249,17 @@ class SimStore:
         micros, dev = self._times[row], self._devs[row]
         time = format_stream_time(micros, (micros // 7 + dev) % 4)
         return f'{{"time":"{time}","deviceId":{self._dev_json_ids[dev]},"data":{self._data[row]}}}'
+
+    def rows(self, matches: Sequence[int]) -> list[Row]:
+        """Matched readings as the query language sees them, oldest first."""
+        with self._lock:
+            return [
+                Row(self._times[i], self._dev_ids[self._devs[i]], json.loads(self._data[i]))
+                for i in matches
+            ]
+
+    def render_time(self, micros: int) -> str:
+        return format_stream_time(micros, (micros // 7) % 4)
 
     def latest(self, device_id: str) -> Any:
         """The newest payload of a device (what LightDB State would hold), or None."""
