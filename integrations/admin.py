@@ -8,6 +8,7 @@ integrations.settings_changes, re-processing through integrations.webhooks.
 from __future__ import annotations
 
 import json
+from datetime import UTC
 from typing import Any
 
 from django.contrib import admin, messages
@@ -54,7 +55,7 @@ SYNC_STATE_FIELDS = [
     "queued_at",
     "last_skip_reason",
     "next_due",
-    "verified_through",
+    "verified_through_list",
     "last_reconcile",
 ]
 CONNECTION_FIELDS = ["name", "status", "project_id", "base_url", "api_key"]
@@ -299,10 +300,10 @@ class DeviceIntegrationAdmin(SchedulingAdminMixin, admin.ModelAdmin):
             else ""
         )
         return format_html(
-            '<a href="{}">{} at {:%Y-%m-%d %H:%M:%S} UTC</a> ({}): {}',
+            '<a href="{}">{} at {} UTC</a> ({}): {}',
             url,
             entry.get_status_display(),
-            entry.started_at,
+            f"{entry.started_at.astimezone(UTC):%Y-%m-%d %H:%M:%S}",
             window,
             entry.error_message or entry.message,
         )

@@ -14,7 +14,7 @@ from integrations.models import ActivityLog, DeviceIntegration
 from telemetry.models import TelemetryRecord
 
 CHANGELIST = "/admin/integrations/deviceintegration/"
-ACTIONS = ["sync_now", "test_connection", "backfill", "pause", "resume"]
+ACTIONS = ["sync_now", "verify_completeness", "test_connection", "backfill", "pause", "resume"]
 
 
 @pytest.fixture
@@ -242,3 +242,47 @@ def test_changelist_queries_do_not_grow_with_integrations(admin_client, make_int
     for n in range(10):
         make_integration(f"more-{n}")
     assert count_queries() == few
+
+
+# --- Verify completeness -------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_verify_completeness_queues_a_reconcile_and_says_so(admin_client, integration):
+    html = page(act(admin_client, "verify_completeness", integration))
+    assert "Reconcile of “fleet” queued" in html
+    assert OrmQ.objects.count() == 1
+    html = page(act(admin_client, "verify_completeness", integration))
+    assert "already has a run queued or running; nothing added" in html
+    assert OrmQ.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_verify_completeness_runs_and_the_page_shows_verified_through(
+    admin_client, run_tasks_inline, golioth, golioth_integration
+):
+    from integrations.sync import sync_integration
+
+    now = timezone.now()
+    golioth.seed_fleet(3, 4, start=now - timedelta(hours=3), end=now - timedelta(minutes=2))
+    golioth_integration.settings = {
+        "maxRequestsPerSecond": 1000,
+        "backfillFrom": (now - timedelta(hours=3)).isoformat(),
+    }
+    golioth_integration.save()
+    sync_integration(golioth_integration)
+    late = golioth.devices[0]
+    golioth.add_reading(late.id, now - timedelta(hours=2), {"buffered": 1})
+
+    act(admin_client, "verify_completeness", golioth_integration)
+
+    entry = ActivityLog.objects.get(activity_type="reconcile")
+    assert (entry.trigger, entry.status, entry.readings_inserted) == ("admin", "success", 1)
+    golioth_integration.refresh_from_db()
+    assert golioth_integration.verified_through == entry.window_end
+    html = page(admin_client.get(f"{CHANGELIST}{golioth_integration.pk}/change/"))
+    assert "Verified complete through" in html
+    assert f"{entry.window_end:%Y-%m-%d %H:%M}" in html
+    assert "1 recovered" in html
+    listing = page(admin_client.get(CHANGELIST))
+    assert f"{entry.window_end:%Y-%m-%d %H:%M} UTC" in listing

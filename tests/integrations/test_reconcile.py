@@ -193,3 +193,34 @@ def test_reconcile_command_refuses_bad_input(golioth_integration):
         call_command("reconcile", golioth_integration.name, "--since", "yesterday")
     with pytest.raises(CommandError, match="name one or more"):
         call_command("reconcile")
+
+
+@pytest.mark.django_db
+def test_health_warns_when_verification_falls_behind(make_integration, settings):
+    from django.utils import timezone
+
+    from integrations.dashboard import integration_health
+
+    settings.GSYNC_VERIFY_MAX_LAG_HOURS = 6
+    now = timezone.now()
+    integration = make_integration(settings={"syncIntervalSeconds": 300})
+    DeviceIntegration.objects.filter(pk=integration.pk).update(
+        sync_cursor=now,
+        last_sync_at=now,
+        last_queued_at=now,
+        last_sync_status="success",
+        verified_through=now - timedelta(hours=2),
+    )
+    integration.refresh_from_db()
+    assert integration_health(integration, now=now).state == "ok"
+
+    DeviceIntegration.objects.filter(pk=integration.pk).update(
+        verified_through=now - timedelta(hours=10)
+    )
+    integration.refresh_from_db()
+    health = integration_health(integration, now=now)
+    assert health.state == "warning"
+    assert "Verified complete only through" in health.reason
+
+    integration.settings = {"reconcileIntervalMinutes": 0}  # staff turned reconciling off
+    assert integration_health(integration, now=now).state == "ok"

@@ -312,3 +312,44 @@ def test_dispatch_prunes_old_deliveries_once_a_day(run_tasks_inline, make_integr
     assert WebhookDelivery.objects.count() == 2
     dispatch_due_integrations(now=now + timedelta(hours=24))
     assert list(WebhookDelivery.objects.all()) == [recent]
+
+
+# --- reconcile -----------------------------------------------------------------------------------
+
+
+def queued_reconciles() -> list[int]:
+    from integrations.scheduling import RECONCILE_FUNC
+
+    tasks = [SignedPackage.loads(q.payload) for q in OrmQ.objects.order_by("id")]
+    return [t["args"][0] for t in tasks if t["func"] == RECONCILE_FUNC]
+
+
+@pytest.mark.django_db
+def test_dispatch_queues_a_reconcile_once_its_interval_passed(make_integration):
+    now = timezone.now()
+    synced = make_integration("synced", settings={"reconcileIntervalMinutes": 60})
+    DeviceIntegration.objects.filter(pk=synced.pk).update(
+        sync_cursor=now, last_sync_at=now, last_queued_at=now
+    )
+    never_synced = make_integration("new", settings={"reconcileIntervalMinutes": 60})
+    DeviceIntegration.objects.filter(pk=never_synced.pk).update(last_queued_at=now)
+    off = make_integration("off", settings={"reconcileIntervalMinutes": 0})
+    DeviceIntegration.objects.filter(pk=off.pk).update(
+        sync_cursor=now, last_sync_at=now, last_queued_at=now
+    )
+
+    dispatch_due_integrations(now=now + timedelta(seconds=30))
+    assert queued_reconciles() == [synced.pk]
+
+    # Claimed while it waits, then not again until the interval has passed since it ran.
+    dispatch_due_integrations(now=now + timedelta(seconds=90))
+    assert queued_reconciles() == [synced.pk]
+    OrmQ.objects.all().delete()
+    DeviceIntegration.objects.filter(pk=synced.pk).update(queued_at=None, last_reconcile_at=now)
+    dispatch_due_integrations(now=now + timedelta(minutes=30))
+    assert queued_reconciles() == []
+    DeviceIntegration.objects.filter(pk__in=[synced.pk, off.pk]).update(
+        last_queued_at=now + timedelta(minutes=61)
+    )
+    dispatch_due_integrations(now=now + timedelta(minutes=61))
+    assert queued_reconciles() == [synced.pk]

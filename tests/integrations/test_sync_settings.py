@@ -291,3 +291,28 @@ def test_mirrored_paths_refuses_what_golioth_cannot_filter(value, message):
         SyncSettings.from_json({"mirroredPaths": value})
 
     assert message in raised.value.errors["mirroredPaths"]
+
+
+@pytest.mark.parametrize(
+    ("settings", "key", "message"),
+    [
+        ({"reconcileLookbackHours": 0}, "reconcileLookbackHours", "must be between 1 and 8784"),
+        ({"reconcileLookbackHours": "48"}, "reconcileLookbackHours", "must be a whole number"),
+        (
+            {"reconcileIntervalMinutes": 2},
+            "reconcileIntervalMinutes",
+            "must be 0 (off) or at least 5",
+        ),
+        ({"reconcileIntervalMinutes": -1}, "reconcileIntervalMinutes", "must be between 0"),
+    ],
+)
+def test_reconcile_settings_are_validated(settings, key, message):
+    with pytest.raises(SettingsError) as caught:
+        SyncSettings.from_json(settings)
+    assert message in caught.value.errors[key]
+
+
+def test_reconcile_settings_default_to_48_hours_hourly():
+    sync = SyncSettings.from_json({})
+    assert (sync.reconcile_lookback_hours, sync.reconcile_interval_minutes) == (48, 60)
+    assert sync.to_json()["reconcileLookbackHours"] == 48
