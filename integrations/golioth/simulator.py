@@ -1,8 +1,28 @@
 """A local Golioth: the Management API over real HTTP, with faults on demand, and a webhook sender.
 
-Used by the test suite, the benchmarks and the demo (`manage.py golioth_simulator`). It behaves as
-shared/golioth-api.md describes the real service: 0-based pages, newest-first stream results, time
-strings in Golioth's varying styles, gRPC-gateway error bodies. Everything is in memory.
+Used by the test suite, the benchmarks and the demo (`manage.py golioth_simulator`). Everything is
+in memory. A simulator that agrees with our client proves nothing, so each behaviour below names
+its source; [guess] marks what no source settles, and the client is tested against the other
+plausible answer too.
+
+- Paths, auth, envelopes: `/v1/projects/{p}/...`, `x-api-key`, `{"list", "page", "perPage",
+  "total"}` and `{"data"}`, gRPC-gateway error bodies (golioth-api.md §1, OpenAPI).
+- Devices: 0-based pages, perPage 1..100, the filters deviceName, hardwareId, tags, blueprintId,
+  cohortId, enabled, term; device objects shaped as the real capture, `status` always "-",
+  nulls where captures have them (golioth-api.md §2, §6).
+- LightDB Stream, project-wide and per device, POST body or GET query string (OpenAPI
+  `DeviceStreamGetProjectStreamBody`): results newest first (golioth-api.md §3); `start`/`end`
+  optional with `interval` (OpenAPI; defaults end = now, interval 24 h [guess]); `deviceId` and
+  `tags` filters; time strings in the mixed styles of captures, µs and ns digits (golioth-api.md
+  §3). The query language (fields, agg, type, filters, timeBucket, `query` or `encodedQuery`) is
+  in simulator_query.py with its own sources. `total` on stream replies is in the OpenAPI but in
+  no capture: `stream_total=False` leaves it out.
+- Faults on a share of calls (500, 503, 429 + Retry-After, timeouts, resets, truncated bodies):
+  Golioth publishes no rate limits or error rates [guess]; the client must survive them all.
+- Data that moves while it is read: readings can be added at any time, with any (past) time, as
+  devices that buffer offline do (docs data-routing "Legacy LightDB Stream", `batch` +
+  `extract-timestamp`), so pages shift while a run reads them.
+- Webhooks in the three shapes Golioth sends (golioth-api.md §4): simulator_webhooks.py.
 """
 
 from __future__ import annotations
