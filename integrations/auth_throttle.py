@@ -1,8 +1,10 @@
 """Failed webhook authentication, counted per source address in Django's cache.
 
 After GSYNC_WEBHOOK_AUTH_FAILURES failures within GSYNC_WEBHOOK_AUTH_WINDOW seconds, the address
-gets 429 for the rest of the window, before its secret is even compared: a guesser learns nothing,
-and each guess costs one cache read. The count is per address *and* integration (unknown tokens
+gets 429 for the rest of the window for every request that fails authentication: each further
+guess costs a constant-time compare and one cache read, and is neither counted nor logged. A
+request with the right secret is always served, so nobody who shares Golioth's egress addresses
+can block Golioth's deliveries by guessing. The count is per address *and* integration (unknown tokens
 share one scope): Golioth sends every project's pipelines from the same few addresses, and one
 misconfigured pipeline must not block another integration's deliveries.
 

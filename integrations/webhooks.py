@@ -112,14 +112,17 @@ def _receive(request: HttpRequest, token: str) -> HttpResponse:
     address = _remote_addr(request) or "unknown address"
     integration = _find_integration(token)
     scope = str(integration.pk) if integration else UNKNOWN_TOKENS
-    if auth_throttle.is_blocked(address, scope=scope):
-        response = _error(429, "too many failed authentications, retry later")
-        response["Retry-After"] = str(settings.GSYNC_WEBHOOK_AUTH_WINDOW)
-        return _counted_not_logged(response)
-    if integration is None:
-        auth_throttle.count_failure(address, scope=scope, what="a request with an unknown token")
-        return _counted_not_logged(_error(404, "not found"))
-    if not _authenticated(request, integration):
+    # The secret is checked first: a guesser sharing Golioth's egress address must not get
+    # Golioth's own deliveries throttled. Only failures are counted and throttled.
+    if integration is None or not _authenticated(request, integration):
+        if auth_throttle.is_blocked(address, scope=scope):
+            response = _error(429, "too many failed authentications, retry later")
+            response["Retry-After"] = str(settings.GSYNC_WEBHOOK_AUTH_WINDOW)
+            return _counted_not_logged(response)
+        if integration is None:
+            what = "a request with an unknown token"
+            auth_throttle.count_failure(address, scope=scope, what=what)
+            return _counted_not_logged(_error(404, "not found"))
         _count_rejection(request, integration, address)
         return _counted_not_logged(_error(401, "missing or wrong secret"))
     limit = settings.GSYNC_WEBHOOK_MAX_BYTES
