@@ -361,9 +361,7 @@ def test_webhook_failed_authentication_is_429_after_the_threshold(client, hooked
     assert hooked.webhook_rejected_count == 3
 
 
-def test_webhook_throttle_goes_on_refusing_guesses(
-    client, hooked, throttled
-):
+def test_webhook_throttle_goes_on_refusing_guesses(client, hooked, throttled):
     for _ in range(3):
         post(client, hooked.webhook_path, {"n": 1}, secret="wrong")
     statuses = [post(client, hooked.webhook_path, {"n": 1}, secret="wrong").status_code]
