@@ -64,12 +64,30 @@ def format_time(value: datetime) -> str:
 
 
 def timestamp_from_seconds(seconds: Any, nanos: Any = 0) -> datetime:
-    """`{"seconds": ..., "nanos": ...}` as the inject-metadata transformer sends it."""
+    """`{"seconds": ..., "nanos": ...}` as the inject-metadata transformer sends it: protobuf's
+    Timestamp, `seconds` an integer (or its decimal text, protobuf's JSON mapping of int64),
+    `nanos` 0..999,999,999. A bool is no integer; the reason names neither value, so it stays
+    short whatever was sent."""
+    whole = _integer(seconds)
+    fraction = _integer(nanos or 0)
+    if whole is None or fraction is None or not 0 <= fraction < 1_000_000_000:
+        raise PayloadError("unreadable timestamp: seconds must be an integer, nanos 0..999999999")
     try:
-        base = datetime.fromtimestamp(int(seconds), tz=UTC)
-        return base + timedelta(microseconds=int(nanos or 0) // 1000)
-    except (TypeError, ValueError, OverflowError, OSError) as exc:
-        raise PayloadError(f"unreadable timestamp seconds={seconds!r} nanos={nanos!r}") from exc
+        return datetime.fromtimestamp(whole, tz=UTC) + timedelta(microseconds=fraction // 1000)
+    except (ValueError, OverflowError, OSError) as exc:
+        raise PayloadError("unreadable timestamp: seconds out of range") from exc
+
+
+def _integer(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 15:
+        return int(value)
+    return None
 
 
 # --- dedup ---------------------------------------------------------------------------------------

@@ -179,3 +179,28 @@ def test_legacy_pipeline_nests_the_payload_under_its_path(golioth_fixture):
 
     assert nest_under_path("/sensor", {"temp": 19.0, "batt": {"mv": 3712}}) == pulled.payload
     assert nest_under_path("a/b", 1) == {"a": {"b": 1}} and nest_under_path("", 1) == 1
+
+
+@pytest.mark.parametrize(
+    "seconds, nanos",
+    [(True, 0), (False, 0), (1_700_000_000, -1), (1_700_000_000, 1_000_000_000), (1.5, 0),
+     ("17e8", 0), (1_700_000_000, True), (10**5000, 0), ("9" * 5000, 0)],
+    ids=["true", "false", "nanos -1", "nanos 1e9", "fraction", "text", "nanos true", "huge",
+         "huge text"],
+)  # fmt: skip
+def test_impossible_timestamp_objects_are_refused_with_a_short_reason(seconds, nanos):
+    """`seconds` is an integer, `nanos` 0..999,999,999 (protobuf's Timestamp, which the
+    inject-metadata transformer sends); a bool is no integer, and the reason stays short
+    whatever was sent."""
+    with pytest.raises(PayloadError) as refused:
+        timestamp_from_seconds(seconds, nanos)
+
+    assert "timestamp" in str(refused.value) and len(str(refused.value)) <= 200
+
+
+def test_timestamp_seconds_as_int64_text_is_read():
+    """Protobuf's JSON mapping writes int64 as a string: `"seconds": "1700000000"` is the same
+    time [guess: no capture shows which the transformer sends]."""
+    assert timestamp_from_seconds("1700000000", 5_000) == timestamp_from_seconds(
+        1_700_000_000, 5_000
+    )
