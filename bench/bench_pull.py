@@ -174,7 +174,7 @@ def sync_and_measure(
     args: argparse.Namespace, ready: dict, *, start: datetime, end: datetime
 ) -> dict:
     from integrations.models import DeviceIntegration
-    from integrations.sync import sync_integration
+    from integrations.pull.sync import sync_integration
     from telemetry.models import TelemetryRecord
 
     integration = DeviceIntegration(

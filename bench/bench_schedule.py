@@ -64,7 +64,7 @@ def setup_django(database_url: str) -> dict[str, str]:
 
 
 def run(args: argparse.Namespace, env: dict[str, str]) -> None:
-    from integrations.golioth.simulator import GoliothSimulator
+    from integrations.golioth.simulator.server import GoliothSimulator
 
     now = datetime.now(UTC)
     with GoliothSimulator(latency=0.05) as sim:

@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gsync.settings")
 
-from integrations.golioth.simulator import GoliothSimulator  # noqa: E402
+from integrations.golioth.simulator.server import GoliothSimulator  # noqa: E402
 
 
 def main() -> None:

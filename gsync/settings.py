@@ -40,7 +40,7 @@ GSYNC_WEBHOOK_MAX_BYTES = env.int("GSYNC_WEBHOOK_MAX_BYTES", default=256 * 1024)
 GSYNC_MAX_READING_BYTES = env.int("GSYNC_MAX_READING_BYTES", default=64 * 1024)
 GSYNC_WEBHOOK_RETENTION_DAYS = env.int("GSYNC_WEBHOOK_RETENTION_DAYS", default=30)
 # How long Golioth keeps LightDB Stream: 30 days unless the plan says more. Windows reaching
-# further back are warned about (integrations.retention).
+# further back are warned about (integrations.pull.retention).
 # Health warns when an integration's "verified complete through" falls further behind than this.
 GSYNC_VERIFY_MAX_LAG_HOURS = env.int("GSYNC_VERIFY_MAX_LAG_HOURS", default=6)
 GSYNC_STREAM_RETENTION_DAYS = env.int("GSYNC_STREAM_RETENTION_DAYS", default=30)
@@ -51,7 +51,7 @@ if GSYNC_STREAM_RETENTION_DAYS < 1:
     )
 GSYNC_REDIS_URL = env.str("GSYNC_REDIS_URL", default="")
 # Failed webhook authentications from one address (per integration) answered 429 after this many
-# within this many seconds (integrations/auth_throttle.py).
+# within this many seconds (integrations/push/auth_throttle.py).
 GSYNC_WEBHOOK_AUTH_FAILURES = env.int("GSYNC_WEBHOOK_AUTH_FAILURES", default=20)
 GSYNC_WEBHOOK_AUTH_WINDOW = env.int("GSYNC_WEBHOOK_AUTH_WINDOW", default=60)
 GSYNC_WORKERS = env.int("GSYNC_WORKERS", default=2)

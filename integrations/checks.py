@@ -61,7 +61,7 @@ def check_stream_retention(
     from django.utils import timezone
 
     from integrations.models import DeviceIntegration
-    from integrations.retention import retention_warnings
+    from integrations.pull.retention import retention_warnings
 
     now = timezone.now()
     try:

@@ -53,7 +53,7 @@ class DeviceIntegration(models.Model):
     api_key_hint = models.CharField(max_length=4, blank=True, editable=False)
     settings = models.JSONField(default=dict, blank=True)
 
-    # Sync state, written only by integrations.sync.
+    # Sync state, written only by integrations.pull.sync.
     last_sync_at = models.DateTimeField(null=True, blank=True)
     last_sync_status = models.CharField(max_length=16, blank=True)
     sync_error = models.TextField(blank=True)
@@ -70,7 +70,7 @@ class DeviceIntegration(models.Model):
         null=True, blank=True, help_text="When a run was last queued; the interval counts from it."
     )
     last_skip_reason = models.CharField(max_length=200, blank=True)
-    # Reconciliation state, written only by integrations.reconcile.
+    # Reconciliation state, written only by integrations.pull.reconcile.
     last_reconcile_at = models.DateTimeField(null=True, blank=True)
     verified_through = models.DateTimeField(
         "verified complete through",
@@ -228,7 +228,7 @@ class ActivityLogManager(models.Manager["ActivityLog"]):
         message: str,
     ) -> int:
         """The id of `integration`'s entry for the minute of `at`; the first writer adds it,
-        `started` until the minute's counts are filled in (integrations.deliveries).
+        `started` until the minute's counts are filled in (integrations.push.deliveries).
 
         Those counts are the whole minute's, so a minute has one entry: a writer that finds none
         takes the integration's row lock and looks again before adding it.

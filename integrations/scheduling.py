@@ -1,9 +1,9 @@
 """django-q2 glue: the one dispatch schedule, the dispatcher, and the tasks it queues.
 
-What a run does lives in integrations.sync; this module decides *when*, and keeps one integration
-from being queued twice (`queued_at`, claimed with a conditional UPDATE) or run twice (the lease,
-taken by sync.py). Every qcluster on every machine that shares the broker takes these tasks, so a
-fleet of integrations spreads over all workers. Nothing here runs in `ready()`.
+What a run does lives in integrations.pull.sync; this module decides *when*, and keeps one
+integration from being queued twice (`queued_at`, claimed with a conditional UPDATE) or run twice
+(the lease, taken by sync.py). Every qcluster on every machine that shares the broker takes these
+tasks, so a fleet of integrations spreads over all workers. Nothing here runs in `ready()`.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from django_q.models import Schedule
 from django_q.tasks import async_task
 
 from integrations.models import ActivityLog, DeviceIntegration, Heartbeat
-from integrations.reconcile import reconcile_integration
-from integrations.sync import skip_reason, sync_integration
+from integrations.pull.reconcile import reconcile_integration
+from integrations.pull.sync import skip_reason, sync_integration
+from integrations.push.view import prune_deliveries, roll_up_webhook_minutes
 from integrations.sync_settings import SettingsError
-from integrations.webhooks import prune_deliveries, roll_up_webhook_minutes
 
 logger = logging.getLogger(__name__)
 

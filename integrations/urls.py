@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from django.urls import path
 
-from integrations import health, webhooks
+from integrations import health
+from integrations.push import view as webhooks
 
 urlpatterns = [
     path("webhooks/golioth/<str:token>/", webhooks.golioth_webhook, name="golioth-webhook"),

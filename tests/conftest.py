@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 from django.core.cache import cache
 
-from integrations.golioth.simulator import GoliothSimulator
+from integrations.golioth.simulator.server import GoliothSimulator
 from integrations.models import DeviceIntegration
 from telemetry.models import Device
 

@@ -7,7 +7,7 @@ from typing import Any
 from django import template
 from django.utils import timezone
 
-from integrations.dashboard import dashboard_summary
+from integrations.admin.dashboard import dashboard_summary
 
 register = template.Library()
 

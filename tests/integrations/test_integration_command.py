@@ -55,7 +55,7 @@ def api_key_env(monkeypatch):
 
 
 def test_integration_create_reads_back_like_the_admin_form(admin_client, api_key_env, db):
-    from tests.integrations.test_admin import ADD_URL, form_data
+    from tests.integrations.admin.test_admin import ADD_URL, form_data
 
     admin_client.post(ADD_URL, form_data(name="by-admin", api_key=API_KEY))
     run("create", "by-cli", *CREATE_FLAGS)
@@ -119,7 +119,7 @@ def test_integration_create_without_api_key_is_refused(monkeypatch, db):
 def test_integration_invalid_flag_gets_the_form_message(
     admin_client, api_key_env, flag, field, value
 ):
-    from tests.integrations.test_admin import ADD_URL, form_data
+    from tests.integrations.admin.test_admin import ADD_URL, form_data
 
     form_message = (
         admin_client.post(ADD_URL, form_data(**{field: value}))

@@ -23,9 +23,9 @@ from django_q.conf import Conf
 from django_q.models import OrmQ, Task
 from django_q.signing import SignedPackage
 
-from integrations import sync
-from integrations.golioth.simulator import FaultConfig, GoliothSimulator
+from integrations.golioth.simulator.server import FaultConfig, GoliothSimulator
 from integrations.models import DeviceIntegration, WebhookDelivery
+from integrations.pull import sync
 from integrations.scheduling import enqueue_sync
 from telemetry.models import TelemetryRecord
 

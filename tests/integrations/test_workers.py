@@ -21,7 +21,7 @@ from django.utils import timezone
 from django_q.tasks import async_task
 
 from integrations.golioth.payloads import canonical_json
-from integrations.golioth.simulator import GoliothSimulator
+from integrations.golioth.simulator.server import GoliothSimulator
 from integrations.models import ActivityLog, DeviceIntegration
 from integrations.scheduling import DISPATCH_FUNC, enqueue_sync, ensure_schedules
 from telemetry.models import TelemetryRecord

@@ -10,7 +10,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from integrations.golioth.simulator import FaultConfig, GoliothSimulator, SimDevice
+from integrations.golioth.simulator.server import FaultConfig, GoliothSimulator, SimDevice
 
 
 class Command(BaseCommand):

@@ -22,10 +22,10 @@ from django.utils import timezone
 from django.utils.html import strip_tags
 
 from integrations import crypto
-from integrations.forms import IntegrationForm
+from integrations.admin.forms import IntegrationForm
 from integrations.models import ActivityLog, DeviceIntegration
-from integrations.pipeline import pipeline_yaml
-from integrations.retention import reaches_past_retention
+from integrations.pull.retention import reaches_past_retention
+from integrations.push.pipeline import pipeline_yaml
 from integrations.settings_changes import log_settings_change
 
 API_KEY_ENV = "GOLIOTH_API_KEY"

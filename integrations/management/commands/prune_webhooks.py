@@ -7,7 +7,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from integrations.deliveries import prune_deliveries
+from integrations.push.deliveries import prune_deliveries
 
 
 class Command(BaseCommand):

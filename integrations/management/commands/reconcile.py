@@ -13,7 +13,7 @@ from integrations.management.commands.runsync import (
     warn_past_retention,
 )
 from integrations.models import ActivityLog, DeviceIntegration
-from integrations.reconcile import ReconcileOutcome, reconcile_integration
+from integrations.pull.reconcile import ReconcileOutcome, reconcile_integration
 
 
 class Command(BaseCommand):

@@ -7,9 +7,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from integrations.deliveries import REPROCESSABLE, reprocess_deliveries
 from integrations.management.commands.runsync import parse_moment
 from integrations.models import ActivityLog, DeviceIntegration, WebhookDelivery
+from integrations.push.deliveries import REPROCESSABLE, reprocess_deliveries
 
 Outcome = WebhookDelivery.Outcome
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from integrations.golioth.client import GoliothClient
-from integrations.golioth.simulator import GoliothSimulator
+from integrations.golioth.simulator.server import GoliothSimulator
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "golioth"
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

@@ -22,7 +22,7 @@ from integrations.golioth.client import (
     UnavailableError,
 )
 from integrations.golioth.payloads import canonical_json
-from integrations.golioth.simulator import FaultConfig
+from integrations.golioth.simulator.server import FaultConfig
 
 
 def as_set(readings) -> set[tuple[str, object, bytes]]:

@@ -16,7 +16,7 @@ import requests
 from django.core.management import call_command
 
 from integrations.golioth.payloads import format_time, parse_device, parse_time
-from integrations.golioth.simulator import FaultConfig, GoliothSimulator
+from integrations.golioth.simulator.server import FaultConfig, GoliothSimulator
 
 
 @pytest.fixture

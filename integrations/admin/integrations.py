@@ -1,0 +1,487 @@
+"""Admin for integrations, the activity log and webhook deliveries: staff only, Django's
+per-model permissions.
+
+Thin adapters: editing goes through integrations.admin.forms.IntegrationForm, the change
+entry through integrations.settings_changes, re-processing through integrations.push.view.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC
+from typing import Any
+
+from django.contrib import admin, messages
+from django.contrib.admin.utils import flatten_fieldsets, unquote
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.cache import add_never_cache_headers
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+from django.utils.text import Truncator
+
+from integrations.admin.forms import IntegrationForm
+from integrations.admin.scheduling import ACTIONS, HEALTH_COLUMNS, SchedulingAdminMixin
+from integrations.admin_display import (
+    BODY_DISPLAY_LIMIT,
+    BigTableAdmin,
+    format_duration,
+    pretty_json,
+)
+from integrations.golioth.payloads import PayloadError
+from integrations.golioth.webhook_payloads import decode_body
+from integrations.models import ActivityLog, DeviceIntegration, WebhookDelivery
+from integrations.pull.retention import retention_warnings
+from integrations.push import view as webhooks
+from integrations.push.pipeline import pipeline_yaml
+from integrations.settings_changes import log_settings_change
+from integrations.sync_settings import SettingsError, SyncSettings
+
+admin.site.site_header = "gsync"
+admin.site.site_title = "gsync admin"
+admin.site.index_title = "Golioth data, mirrored"
+
+SYNC_STATE_FIELDS = [
+    "last_sync_at",
+    "last_sync_status",
+    "sync_error",
+    "sync_cursor",
+    "consecutive_failures",
+    "locked_until",
+    "locked_by",
+    "queued_at",
+    "last_skip_reason",
+    "next_due",
+    "verified_through_list",
+    "last_reconcile",
+]
+CONNECTION_FIELDS = ["name", "status", "project_id", "base_url", "api_key"]
+SYNC_FIELDS = [
+    "sync_enabled",
+    "sync_interval_seconds",
+    "overlap_seconds",
+    "settle_seconds",
+    "max_requests_per_second",
+    "backfill_from",
+    "max_consecutive_failures",
+    "time_tolerance_seconds",
+    "offline_after_minutes",
+    "reconcile_lookback_hours",
+    "reconcile_interval_minutes",
+]
+WINDOW_FIELDS = ["window_enabled", ("window_start", "window_end"), "window_timezone", "window_days"]
+FILTER_FIELDS = [
+    ("filter_tags", "filter_tag_match"),
+    "filter_device_ids",
+    "filter_name_pattern",
+    "filter_cohort_ids",
+    "filter_blueprint_ids",
+    "filter_enabled_only",
+    "filter_reported_within_hours",
+]
+WEBHOOK_FIELDS = [
+    "webhook_enabled",
+    "webhook_creates_devices",
+    "payloads_nested_under_path",
+    "mirrored_paths",
+    "generate_webhook_secret",
+]
+WEBHOOK_CHANGE_FIELDS = [
+    "webhook_url_display",
+    *WEBHOOK_FIELDS,
+    "remove_webhook_secrets",
+    "webhook_rejected_count",
+    "pipeline_display",
+]
+SETTINGS_FIELDSETS = [
+    ("Connection", {"fields": CONNECTION_FIELDS}),
+    ("Sync", {"fields": SYNC_FIELDS}),
+    (
+        "Time window",
+        {
+            "fields": WINDOW_FIELDS,
+            "description": "Outside the window the scheduled pull does not run, in the window's "
+            "own time zone. Webhooks are accepted at any time.",
+        },
+    ),
+    (
+        "Device filter",
+        {
+            "fields": FILTER_FIELDS,
+            "description": "Which devices the pull reads. All blank: every device.",
+        },
+    ),
+]
+PIPELINE_HELP = (
+    "One Golioth pipeline per document below, built from Mirrored paths (JSON and CBOR devices; "
+    "/logs stays out unless listed). Disable other pipelines that also deliver these paths to "
+    "LightDB Stream, or each reading is stored twice; the comments explain buffered uploads."
+)
+# What staff who may only view an integration see: display fields, never the form's inputs
+# (rendering those read-only would call model methods that share their names).
+VIEW_ONLY_FIELDSETS = [
+    ("Connection", {"fields": ["name", "status", "project_id", "base_url", "api_key_display"]}),
+    ("Settings", {"fields": ["settings_display"]}),
+    (
+        "Webhook",
+        {
+            "fields": [
+                "webhook_url_display",
+                "webhook_enabled",
+                "webhook_secrets_display",
+                "webhook_rejected_count",
+                "pipeline_display",
+            ]
+        },
+    ),
+    ("Sync state", {"fields": SYNC_STATE_FIELDS}),
+]
+# Header names shown redacted even if a stored delivery somehow kept one (defense in depth).
+SECRET_HEADER_WORDS = ("authorization", "api-key", "apikey", "cookie", "secret", "token", "auth")
+
+
+def _sync_settings(integration: DeviceIntegration) -> SyncSettings | None:
+    try:
+        return integration.sync_settings
+    except SettingsError:
+        return None
+
+
+# Columns no changelist may filter on: a filter answers yes or no per guess, so the ciphertext
+# or the secret would leak byte by byte (Django allows any lookup on a model's own columns).
+SECRET_COLUMNS = frozenset({"api_key_encrypted", "webhook_secrets", "webhook_token"})
+
+
+@admin.register(DeviceIntegration)
+class DeviceIntegrationAdmin(SchedulingAdminMixin, admin.ModelAdmin):
+    form = IntegrationForm
+
+    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest | None = None) -> bool:
+        if lookup.split("__", 1)[0] in SECRET_COLUMNS:
+            return False
+        return super().lookup_allowed(lookup, value, request)
+
+    list_display = [
+        "name",
+        "status",
+        "project_id",
+        "sync_enabled",
+        "sync_interval",
+        *HEALTH_COLUMNS,
+        "verified_through_list",
+        "webhook_enabled",
+    ]
+    list_filter = ["status", "webhook_enabled"]
+    search_fields = ["name", "project_id"]
+    # A plain list: other modules append their actions (Sync now, Test connection, ...).
+    actions: list[Any] = [*ACTIONS]
+    readonly_fields = [
+        "webhook_url_display",
+        "pipeline_display",
+        "webhook_rejected_count",
+        *SYNC_STATE_FIELDS,
+    ]
+
+    def get_fieldsets(self, request: HttpRequest, obj: DeviceIntegration | None = None) -> list:
+        if obj is not None and not self.has_change_permission(request, obj):
+            return VIEW_ONLY_FIELDSETS
+        if obj is None:  # the webhook URL, secrets and state exist once saved
+            return [*SETTINGS_FIELDSETS, ("Webhook", {"fields": WEBHOOK_FIELDS})]
+        return [
+            *SETTINGS_FIELDSETS,
+            ("Webhook", {"fields": WEBHOOK_CHANGE_FIELDS}),
+            ("Sync state", {"fields": SYNC_STATE_FIELDS}),
+        ]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        if obj is not None and not self.has_change_permission(request, obj):
+            return flatten_fieldsets(VIEW_ONLY_FIELDSETS)
+        return list(self.readonly_fields)
+
+    def save_model(
+        self, request: HttpRequest, obj: DeviceIntegration, form: IntegrationForm, change: bool
+    ) -> None:
+        super().save_model(request, obj, form, change)
+        log_settings_change(obj, before=form.before, trigger=ActivityLog.Trigger.ADMIN)
+        # For the response only: a message would carry it in the (signed, readable) cookie.
+        request.gsync_new_webhook_secret = form.generated_secret  # type: ignore[attr-defined]
+
+    def response_add(self, request: HttpRequest, obj: DeviceIntegration, *args: Any) -> Any:
+        return self._new_secret_page(request, obj) or super().response_add(request, obj, *args)
+
+    def response_change(self, request: HttpRequest, obj: DeviceIntegration) -> Any:
+        return self._new_secret_page(request, obj) or super().response_change(request, obj)
+
+    def _new_secret_page(self, request: HttpRequest, obj: DeviceIntegration) -> Any:
+        """The page that made a new webhook secret shows it, once, and is never cached."""
+        secret = getattr(request, "gsync_new_webhook_secret", "")
+        if not secret:
+            return None
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"New webhook secret for {obj}",
+            "integration": obj,
+            "secret": secret,
+            "opts": self.model._meta,
+        }
+        response = TemplateResponse(request, "admin/integrations/new_webhook_secret.html", context)
+        add_never_cache_headers(response)
+        return response
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        integration = self.get_object(request, unquote(object_id))
+        if request.method == "GET" and integration is not None:
+            for warning in retention_warnings(integration, now=timezone.now()):
+                self.message_user(request, warning, messages.WARNING)
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    @admin.display(boolean=True, description="Sync enabled")
+    def sync_enabled(self, obj: DeviceIntegration) -> bool | None:
+        settings = _sync_settings(obj)
+        return settings.sync_enabled if settings else None
+
+    @admin.display(description="Interval")
+    def sync_interval(self, obj: DeviceIntegration) -> str:
+        settings = _sync_settings(obj)
+        if settings is None:
+            return "invalid settings"
+        seconds = settings.sync_interval_seconds
+        return f"{seconds // 60} min" if seconds % 60 == 0 else f"{seconds} s"
+
+    @admin.display(description="Webhook URL")
+    def webhook_url_display(self, obj: DeviceIntegration) -> SafeString:
+        return format_html(
+            '<input type="text" readonly value="{}" size="90" aria-label="Webhook URL">'
+            '<div class="help">Golioth pipelines POST readings here.</div>',
+            obj.webhook_url,
+        )
+
+    @admin.display(description="Golioth pipelines")
+    def pipeline_display(self, obj: DeviceIntegration) -> SafeString:
+        return format_html(
+            '<div class="help">{}</div><pre class="gsync-pipeline">{}</pre>',
+            PIPELINE_HELP,
+            pipeline_yaml(obj),
+        )
+
+    @admin.display(description="API key")
+    def api_key_display(self, obj: DeviceIntegration) -> str:
+        return obj.api_key_display
+
+    @admin.display(description="Settings")
+    def settings_display(self, obj: DeviceIntegration) -> SafeString:
+        return pretty_json(obj.settings)
+
+    @admin.display(description="Webhook secrets")
+    def webhook_secrets_display(self, obj: DeviceIntegration) -> str:
+        # When each was added, never the secret or its hint: enough to see a rotation is due.
+        added = [s.get("created", "")[:16].replace("T", " ") + " UTC" for s in obj.webhook_secrets]
+        return f"{len(added)} active, added {', '.join(added)}" if added else "none"
+
+    @admin.display(description="Verified complete through", ordering="verified_through")
+    def verified_through_list(self, obj: DeviceIntegration) -> str:
+        if obj.verified_through is None:
+            return "not yet"
+        return f"{obj.verified_through:%Y-%m-%d %H:%M} UTC"
+
+    @admin.display(description="Last reconcile")
+    def last_reconcile(self, obj: DeviceIntegration) -> SafeString | str:
+        entry = (
+            ActivityLog.objects.filter(
+                integration=obj, activity_type=ActivityLog.ActivityType.RECONCILE
+            )
+            .exclude(status=ActivityLog.Status.SKIPPED)
+            .first()
+        )
+        if entry is None:
+            return "never (the “Verify completeness” action runs one)"
+        url = reverse("admin:integrations_activitylog_change", args=[entry.pk])
+        window = (
+            f"{entry.window_start:%Y-%m-%d %H:%M}–{entry.window_end:%Y-%m-%d %H:%M} UTC"
+            if entry.window_start and entry.window_end
+            else ""
+        )
+        return format_html(
+            '<a href="{}">{} at {} UTC</a> ({}): {}',
+            url,
+            entry.get_status_display(),
+            f"{entry.started_at.astimezone(UTC):%Y-%m-%d %H:%M:%S}",
+            window,
+            entry.error_message or entry.message,
+        )
+
+    @admin.display(description="Next due")
+    def next_due(self, obj: DeviceIntegration) -> Any:
+        return obj.next_due_at() or "At the next dispatch"
+
+
+@admin.register(ActivityLog)
+class ActivityLogAdmin(BigTableAdmin):
+    list_display = [
+        "started_at",
+        "integration",
+        "activity_type",
+        "status",
+        "trigger",
+        "devices_seen",
+        "readings_fetched",
+        "readings_inserted",
+        "readings_duplicate",
+        "api_calls",
+        "retries",
+        "duration",
+        "short_message",
+    ]
+    list_filter = [
+        "integration",
+        "activity_type",
+        "status",
+        "trigger",
+        ("started_at", admin.DateFieldListFilter),
+    ]
+    search_fields = ["message", "error_message"]
+    date_hierarchy = "started_at"
+    list_select_related = ["integration"]
+    sortable_by = ["started_at"]
+    fieldsets = [
+        (
+            None,
+            {
+                "fields": [
+                    "integration",
+                    ("activity_type", "status"),
+                    ("trigger", "direction"),
+                    ("started_at", "completed_at", "duration"),
+                ]
+            },
+        ),
+        ("Message", {"fields": ["message", "error_message"]}),
+        (
+            "Counts",
+            {
+                "fields": [
+                    "devices_seen",
+                    "readings_fetched",
+                    "readings_inserted",
+                    "readings_duplicate",
+                    "api_calls",
+                    "retries",
+                ]
+            },
+        ),
+        ("Window synced", {"fields": [("window_start", "window_end")]}),
+        ("Details", {"fields": ["metadata_display"]}),
+    ]
+    readonly_fields = ["duration", "metadata_display"]
+
+    @admin.display(description="Duration", ordering="response_time_ms")
+    def duration(self, obj: ActivityLog) -> str:
+        return format_duration(obj.response_time_ms)
+
+    @admin.display(description="Message")
+    def short_message(self, obj: ActivityLog) -> str:
+        return Truncator(obj.error_message or obj.message).chars(80)
+
+    @admin.display(description="Metadata")
+    def metadata_display(self, obj: ActivityLog) -> SafeString:
+        return pretty_json(obj.metadata)
+
+
+def redact_for_display(headers: dict[str, Any]) -> dict[str, Any]:
+    return {
+        name: "[redacted]" if any(word in name.lower() for word in SECRET_HEADER_WORDS) else value
+        for name, value in (headers or {}).items()
+    }
+
+
+def body_for_display(body: bytes, *, content_type: str) -> SafeString:
+    """JSON pretty-printed (CBOR decoded as the webhook decodes it, so with the same bounds),
+    else text, else hex; at most BODY_DISPLAY_LIMIT bytes."""
+    note = ""
+    if len(body) > BODY_DISPLAY_LIMIT:
+        note = f"First {BODY_DISPLAY_LIMIT:,} of {len(body):,} bytes.\n"
+    shown = body[:BODY_DISPLAY_LIMIT]
+    try:
+        if "cbor" in content_type.lower() and not note:
+            return pretty_json(decode_body(shown, content_type="application/cbor"))
+        text = shown.decode("utf-8")
+    except (UnicodeDecodeError, ValueError) as exc:
+        # PayloadError is a ValueError: a CBOR bomb shows its reason and its bytes, no more.
+        why = f"{exc}\n" if isinstance(exc, PayloadError) else ""
+        return format_html(
+            '<pre class="gsync-body">{}{}(not text; hex)\n{}</pre>', note, why, shown.hex()
+        )
+    try:
+        return pretty_json(json.loads(text)) if not note else _text_block(note, text)
+    except ValueError:
+        return _text_block(note, text)
+
+
+def _text_block(note: str, text: str) -> SafeString:
+    return format_html('<pre class="gsync-body">{}{}</pre>', note, text)
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(BigTableAdmin):
+    list_display = ["received_at", "integration", "outcome", "readings_stored", "short_error"]
+    list_filter = ["outcome", "integration"]
+    list_select_related = ["integration"]
+    date_hierarchy = "received_at"
+    sortable_by = ["received_at"]
+    actions = ["reprocess"]
+    fieldsets = [
+        (
+            None,
+            {
+                "fields": [
+                    "integration",
+                    ("received_at", "processed_at", "attempts"),
+                    "outcome",
+                    ("readings_stored", "readings_duplicate"),
+                    ("content_type", "remote_addr"),
+                ]
+            },
+        ),
+        ("Request", {"fields": ["headers_display", "body_display"]}),
+        ("Error", {"fields": ["error", "traceback_display"]}),
+    ]
+    readonly_fields = ["headers_display", "body_display", "traceback_display"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[WebhookDelivery]:
+        # Bodies are up to 256 KiB each: never load them for a list.
+        return super().get_queryset(request).defer("body", "traceback")
+
+    @admin.action(description="Re-process selected deliveries", permissions=["reprocess"])
+    def reprocess(self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]) -> None:
+        deliveries = queryset.defer(None).select_related("integration").order_by("received_at")
+        result = webhooks.reprocess_deliveries(deliveries)
+        level = messages.WARNING if getattr(result, "failed", 0) else messages.SUCCESS
+        self.message_user(request, result.describe(), level)
+
+    def has_reprocess_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("integrations.reprocess_webhookdelivery")
+
+    @admin.display(description="Error")
+    def short_error(self, obj: WebhookDelivery) -> str:
+        return Truncator(obj.error).chars(100)
+
+    @admin.display(description="Headers (secrets redacted)")
+    def headers_display(self, obj: WebhookDelivery) -> SafeString:
+        return pretty_json(redact_for_display(obj.headers))
+
+    @admin.display(description="Body")
+    def body_display(self, obj: WebhookDelivery) -> SafeString:
+        return body_for_display(bytes(obj.body or b""), content_type=obj.content_type)
+
+    @admin.display(description="Traceback")
+    def traceback_display(self, obj: WebhookDelivery) -> SafeString | str:
+        return format_html("<pre>{}</pre>", obj.traceback) if obj.traceback else "-"

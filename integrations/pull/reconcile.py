@@ -1,0 +1,529 @@
+"""Reconciliation: prove the mirror complete against Golioth, and repair what is missing.
+
+The pull reads each window once (plus its overlap). Readings that reach Golioth later with older
+times (devices that buffer offline and upload back-dated batches) and readings the push lost are
+caught here: Golioth's count of readings per device per hour over a lookback (the aggregate
+query, docs "Querying Stream Data") against gsync's own count on the same time basis. Only the
+device-hours where Golioth has more are read again, per device when few differ in an hour,
+project-wide for that hour otherwise. Where gsync has more (time-precision doubles, data deleted
+upstream) it is reported as surplus, never deleted.
+
+Golioth can hold one reading twice (two pipelines delivering to LightDB Stream). A device-hour
+whose re-read readings dedupe to what gsync holds is consistent, not missing: it is remembered
+(`ConsistentBucket`) with both counts, so the next reconcile passes over it instead of reading
+the same hour every time.
+
+Cost: ceil(device-hours / 100) calls for the counts, plus the pages of what is repaired. If
+Golioth refuses the count query, the lookback is read again as a backfill that does not move the
+cursor, and the entry says so.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from django.conf import settings
+from django.db.models import Count
+from django.db.models.functions import TruncHour
+from django.utils import timezone
+
+from integrations.golioth.client import GoliothClient
+from integrations.golioth.errors import (
+    AuthenticationError,
+    GoliothError,
+    MalformedResponseError,
+    PermissionDeniedError,
+    RateLimitedError,
+    UnavailableError,
+)
+from integrations.golioth.payloads import StreamReading
+from integrations.models import ActivityLog, ConsistentBucket, DeviceIntegration
+from integrations.pull.connection import EXPECTED_ERRORS, describe_error, make_client
+from integrations.pull.device_sync import DeviceScope, ensure_devices
+from integrations.pull.lease import Lease
+from integrations.sync_settings import SettingsError, SyncSettings
+from telemetry.ingest import IngestResult, Reading, ingest_readings
+from telemetry.models import Device, TelemetryRecord
+
+logger = logging.getLogger(__name__)
+
+BUCKET = timedelta(hours=1)
+BUCKET_NAME = "1h"
+# An hour in which this many devices or fewer differ is re-read per device.
+PER_DEVICE_LIMIT = 5
+# Errors that say "Golioth will not answer this query", not "Golioth is down" or "the key is bad".
+_NOT_REFUSALS = (
+    AuthenticationError,
+    PermissionDeniedError,
+    RateLimitedError,
+    UnavailableError,
+    MalformedResponseError,
+)
+
+Status = ActivityLog.Status
+Key = tuple[datetime, str]  # (bucket start, device external id)
+
+
+@dataclass
+class ReconcileOutcome:
+    integration_id: int
+    status: str
+    activity: ActivityLog | None = None
+    window_start: datetime | None = None
+    window_end: datetime | None = None
+    devices: int = 0
+    buckets_checked: int = 0
+    buckets_missing: int = 0
+    buckets_repaired: int = 0
+    buckets_consistent: int = 0
+    buckets_still_missing: int = 0
+    readings_missing: int = 0
+    recovered: int = 0
+    fetched: int = 0
+    duplicates: int = 0
+    surplus_buckets: int = 0
+    surplus_readings: int = 0
+    api_calls: int = 0
+    retries: int = 0
+    fallback: str = ""
+    error: str = ""
+    skip_reason: str | None = None
+    dry_run: bool = False
+    duration: float = 0.0
+    verified_through: datetime | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.status == Status.FAILED
+
+    def describe(self) -> str:
+        if self.fallback:
+            return (
+                f"Count query refused: re-read the lookback as a backfill; {self.fetched} "
+                f"readings fetched, {self.recovered} recovered, {self.api_calls} API calls"
+            )
+        return (
+            f"{self.buckets_checked} device-hours checked, {self.buckets_missing} missing "
+            f"readings ({self.readings_missing}), {self.recovered} recovered, "
+            f"{self.buckets_consistent} consistent (Golioth holds doubles), "
+            f"{self.surplus_buckets} with surplus ({self.surplus_readings}), "
+            f"{self.api_calls} API calls"
+        )
+
+
+@dataclass
+class _Run:
+    integration: DeviceIntegration
+    settings: SyncSettings
+    start: datetime
+    end: datetime
+    outcome: ReconcileOutcome
+    scope: DeviceScope
+    dry_run: bool
+    lease: Lease | None = None
+    activity: ActivityLog | None = None
+    started: float = field(default_factory=time.monotonic)
+
+
+def reconcile_integration(
+    integration: DeviceIntegration | int,
+    *,
+    trigger: str = ActivityLog.Trigger.SCHEDULE,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    dry_run: bool = False,
+    now: datetime | None = None,
+) -> ReconcileOutcome:
+    """One reconcile of one integration over its lookback (or [since, until)); never raises
+    for Golioth or data problems (see the outcome), only ValueError for an empty window.
+
+    `dry_run` compares and reports what it would repair, writing nothing.
+    """
+    if isinstance(integration, DeviceIntegration):
+        integration.refresh_from_db()
+    else:
+        integration = DeviceIntegration.objects.get(pk=integration)
+    now = now or timezone.now()
+    try:
+        sync_settings = integration.sync_settings
+    except SettingsError as exc:
+        return _skip(integration, f"settings are invalid: {exc}", trigger=trigger)
+    start, end = reconcile_window(integration, sync_settings, now=now, since=since, until=until)
+    run = _Run(
+        integration=integration,
+        settings=sync_settings,
+        start=start,
+        end=end,
+        outcome=ReconcileOutcome(
+            integration.pk, Status.STARTED, window_start=start, window_end=end, dry_run=dry_run
+        ),
+        scope=_scope(integration, sync_settings, now=now),
+        dry_run=dry_run,
+    )
+    if not dry_run and not _begin(run, trigger=trigger):
+        return _skip(integration, "a sync or reconcile is already running", trigger=trigger)
+    client = None
+    try:
+        client = make_client(integration)
+        _reconcile(run, client)
+    except Exception as exc:  # noqa: BLE001 - every failure is recorded, none is hidden
+        if not isinstance(exc, EXPECTED_ERRORS):
+            logger.exception("Reconcile of %s failed unexpectedly", integration)
+        run.outcome.error = describe_error(exc, integration=integration)
+        return _finish(run, client, status=Status.FAILED)
+    finally:
+        if client is not None:
+            client.close()
+    status = Status.PARTIAL if run.outcome.buckets_still_missing else Status.SUCCESS
+    return _finish(run, client, status=status)
+
+
+def reconcile_window(
+    integration: DeviceIntegration,
+    sync_settings: SyncSettings,
+    *,
+    now: datetime,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> tuple[datetime, datetime]:
+    """[start, end) a reconcile checks: by default the lookback, in whole hours, up to what the
+    pull has committed (its cursor) and never past `now - settleSeconds`."""
+    closed = now - timedelta(seconds=sync_settings.settle_seconds)
+    if since is not None or until is not None:
+        if since is None:
+            raise ValueError("a reconcile window needs a start (since)")
+        end = min(until or closed, closed)
+    else:
+        end = _floor(min(closed, integration.sync_cursor or closed))
+        since = _floor(end - timedelta(hours=sync_settings.reconcile_lookback_hours))
+    if since >= end:
+        raise ValueError(
+            f"the reconcile window is empty: {since:%Y-%m-%d %H:%M:%S} is not before "
+            f"{end:%Y-%m-%d %H:%M:%S} UTC"
+        )
+    return since, end
+
+
+def verification_warning(
+    integration: DeviceIntegration, sync_settings: SyncSettings, *, now: datetime
+) -> str:
+    """Why "verified complete through" is too far behind, or "" (GSYNC_VERIFY_MAX_LAG_HOURS).
+
+    Judged only where the scheduler reconciles (interval on) and the pull has run: an
+    integration that never synced has nothing to verify yet.
+    """
+    if not sync_settings.reconcile_interval_minutes or integration.sync_cursor is None:
+        return ""
+    limit = timedelta(hours=settings.GSYNC_VERIFY_MAX_LAG_HOURS)
+    verified = integration.verified_through
+    if verified is None:
+        first_run = integration.created_at
+        if now - first_run <= limit:
+            return ""
+        return (
+            f"Never verified complete (no reconcile without missing readings in "
+            f"{settings.GSYNC_VERIFY_MAX_LAG_HOURS} h): see its reconcile entries."
+        )
+    if now - verified <= limit:
+        return ""
+    hours = (now - verified).total_seconds() / 3600
+    return (
+        f"Verified complete only through {verified:%Y-%m-%d %H:%M} UTC, {hours:.0f} h ago "
+        f"(limit {settings.GSYNC_VERIFY_MAX_LAG_HOURS} h): see its reconcile entries."
+    )
+
+
+def _floor(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def _scope(
+    integration: DeviceIntegration, sync_settings: SyncSettings, *, now: datetime
+) -> DeviceScope:
+    """The devices whose counts count: the filter's, judged on the rows the pull keeps (a
+    reconcile lists no devices: its cost is the counts and the repairs)."""
+    devices = Device.objects.filter(integration=integration)
+    device_filter = sync_settings.device_filter
+    if device_filter is None:
+        return DeviceScope(devices=dict(devices.values_list("external_id", "pk")), restricted=False)
+    wanted = {d.external_id: d.pk for d in devices if device_filter.matches(d, now=now)}
+    return DeviceScope(devices=wanted, restricted=True)
+
+
+def _begin(run: _Run, *, trigger: str) -> bool:
+    run.lease = Lease(run.integration.pk)
+    if not run.lease.acquire():
+        return False
+    ActivityLog.objects.abandon_started(
+        run.integration,
+        activity_types=[ActivityLog.ActivityType.RECONCILE],
+        reason="This reconcile stopped without finishing (its worker died or was killed).",
+    )
+    run.activity = run.outcome.activity = ActivityLog.objects.start(
+        run.integration,
+        activity_type=ActivityLog.ActivityType.RECONCILE,
+        trigger=trigger,
+        direction=ActivityLog.Direction.OUTGOING,
+        window_start=run.start,
+        window_end=run.end,
+        message="Verifying completeness",
+        metadata={"lease": run.lease.owner},
+    )
+    return True
+
+
+# --- compare and repair --------------------------------------------------------------------------
+
+
+def _reconcile(run: _Run, client: GoliothClient) -> None:
+    try:
+        remote = _remote_counts(run, client)
+    except GoliothError as exc:
+        if isinstance(exc, _NOT_REFUSALS):
+            raise
+        _fallback(run, client, reason=str(exc))
+        return
+    local = _local_counts(run.integration, run.start, run.end)
+    remembered = _remembered(run)
+    outcome, missing = run.outcome, {}
+    for key in sorted(remote.keys() | local.keys()):
+        golioth, ours = remote.get(key, 0), local.get(key, 0)
+        if golioth > ours:
+            if remembered.get(key) == (golioth, ours):
+                outcome.buckets_consistent += 1
+                continue
+            missing[key] = golioth
+            outcome.readings_missing += golioth - ours
+        elif ours > golioth:
+            outcome.surplus_buckets += 1
+            outcome.surplus_readings += ours - golioth
+    checked = remote.keys() | local.keys()
+    outcome.buckets_checked = len(checked)
+    outcome.devices = len({device_id for _, device_id in checked})
+    outcome.buckets_missing = len(missing)
+    if run.dry_run or not missing:
+        return
+    fetched = _repair(run, client, missing)
+    after = _local_counts(run.integration, run.start, run.end, keys=missing.keys())
+    _judge(run, missing, local, after, fetched)
+
+
+def _remote_counts(run: _Run, client: GoliothClient) -> dict[Key, int]:
+    counts: dict[Key, int] = {}
+    scope = run.scope
+    for row in client.iter_stream_counts(start=run.start, end=run.end, bucket=BUCKET_NAME):
+        if scope.restricted and row.device_external_id not in scope.devices:
+            continue
+        _renew(run)
+        counts[(row.bucket_start, row.device_external_id)] = row.count
+    return counts
+
+
+def _local_counts(
+    integration: DeviceIntegration,
+    start: datetime,
+    end: datetime,
+    *,
+    keys: Iterable[Key] | None = None,
+) -> dict[Key, int]:
+    """gsync's readings per device per hour in [start, end), by the reading's own time."""
+    rows = (
+        TelemetryRecord.objects.filter(
+            integration=integration, device_timestamp__gte=start, device_timestamp__lt=end
+        )
+        .annotate(bucket=TruncHour("device_timestamp", tzinfo=UTC))
+        .values_list("bucket", "device__external_id")
+        .annotate(n=Count("id"))
+    )
+    wanted = set(keys) if keys is not None else None
+    counts = {}
+    for bucket, device_id, n in rows:
+        key = (bucket.astimezone(UTC), device_id)
+        if wanted is None or key in wanted:
+            counts[key] = n
+    return counts
+
+
+def _remembered(run: _Run) -> dict[Key, tuple[int, int]]:
+    rows = ConsistentBucket.objects.filter(
+        integration=run.integration, bucket_start__gte=run.start, bucket_start__lt=run.end
+    ).values_list("bucket_start", "device_external_id", "golioth_count", "local_count")
+    return {(b.astimezone(UTC), d): (g, n) for b, d, g, n in rows}
+
+
+def _repair(run: _Run, client: GoliothClient, missing: dict[Key, int]) -> dict[Key, int]:
+    """Read the missing device-hours again and ingest them; returns the distinct readings
+    Golioth sent per device-hour."""
+    by_hour: dict[datetime, list[str]] = defaultdict(list)
+    for bucket, device_id in missing:
+        by_hour[bucket].append(device_id)
+    distinct: dict[Key, set[tuple[datetime, str]]] = defaultdict(set)
+    for bucket, device_ids in sorted(by_hour.items()):
+        start, end = max(bucket, run.start), min(bucket + BUCKET, run.end)
+        for page in _hour_pages(client, sorted(device_ids), start, end):
+            wanted = [r for r in page if (bucket, r.device_external_id) in missing]
+            for r in wanted:
+                distinct[(bucket, r.device_external_id)].add((r.timestamp, _digest(r)))
+            _ingest(run, wanted)
+    return {key: len(found) for key, found in distinct.items()}
+
+
+def _hour_pages(
+    client: GoliothClient, device_ids: list[str], start: datetime, end: datetime
+) -> Iterator[list[StreamReading]]:
+    if len(device_ids) <= PER_DEVICE_LIMIT:
+        for device_id in device_ids:
+            yield from client.iter_device_stream_pages(device_id=device_id, start=start, end=end)
+    else:
+        yield from client.iter_stream_pages(start=start, end=end, device_ids=device_ids)
+
+
+def _ingest(run: _Run, readings: list[StreamReading]) -> None:
+    outcome = run.outcome
+    outcome.fetched += len(readings)
+    if not readings:
+        return
+    scope = run.scope
+    if not scope.restricted:
+        ensure_devices(run.integration, scope, {r.device_external_id for r in readings})
+    batch = [
+        Reading(scope.devices[r.device_external_id], r.device_external_id, r.timestamp, r.payload)
+        for r in readings
+        if r.device_external_id in scope.devices
+    ]
+    result: IngestResult = ingest_readings(
+        batch,
+        integration_id=run.integration.pk,
+        source="reconcile",
+        activity_id=run.activity.pk if run.activity else None,
+        time_tolerance=timedelta(seconds=run.settings.time_tolerance_seconds),
+    )
+    # Counted as committed, batch by batch: a failure later still reports what was stored.
+    outcome.recovered += result.inserted + result.corrected
+    outcome.duplicates += result.duplicates
+    _renew(run)
+
+
+def _judge(
+    run: _Run,
+    missing: dict[Key, int],
+    before: dict[Key, int],
+    after: dict[Key, int],
+    fetched: dict[Key, int],
+) -> None:
+    """Each missing device-hour is now repaired, consistent (Golioth's doubles), or still
+    missing (a reading that could not be stored, or data that moved while it was read)."""
+    outcome, consistent = run.outcome, []
+    for key, golioth in missing.items():
+        ours = after.get(key, 0)
+        if ours >= golioth:
+            outcome.buckets_repaired += 1
+        elif ours >= fetched.get(key, 0) and ours >= before.get(key, 0):
+            outcome.buckets_consistent += 1
+            consistent.append((key, golioth, ours))
+        else:
+            outcome.buckets_still_missing += 1
+    now = timezone.now()
+    for (bucket, device_id), golioth, ours in consistent:
+        ConsistentBucket.objects.update_or_create(
+            integration=run.integration,
+            device_external_id=device_id,
+            bucket_start=bucket,
+            defaults={"golioth_count": golioth, "local_count": ours, "checked_at": now},
+        )
+
+
+def _fallback(run: _Run, client: GoliothClient, *, reason: str) -> None:
+    """Golioth refused the count query: read the whole lookback again (dedup keeps it exact)."""
+    run.outcome.fallback = reason[:300]
+    if run.dry_run:
+        return
+    for page in client.iter_stream_pages(start=run.start, end=run.end):
+        _ingest(run, page)
+
+
+def _digest(reading: StreamReading) -> str:
+    return json.dumps(reading.payload, sort_keys=True, separators=(",", ":"))
+
+
+def _renew(run: _Run) -> None:
+    if run.lease is not None:
+        run.lease.renew()
+
+
+# --- endings -------------------------------------------------------------------------------------
+
+
+def _finish(run: _Run, client: GoliothClient | None, *, status: str) -> ReconcileOutcome:
+    outcome = run.outcome
+    outcome.status = status
+    outcome.duration = time.monotonic() - run.started
+    if client is not None:
+        outcome.api_calls, outcome.retries = client.stats.calls, client.stats.retries
+    if run.dry_run:
+        return outcome
+    state: dict[str, object] = {"last_reconcile_at": timezone.now()}
+    if status == Status.SUCCESS:
+        verified = max(run.end, run.integration.verified_through or run.end)
+        state["verified_through"] = outcome.verified_through = verified
+    run.lease.release(**state)
+    ConsistentBucket.objects.filter(
+        integration=run.integration, bucket_start__lt=timezone.now() - timedelta(days=400)
+    ).delete()
+    error = outcome.error
+    if status == Status.PARTIAL:
+        error = (
+            f"{outcome.buckets_still_missing} device-hours still miss readings after the "
+            "repair; the next reconcile tries again"
+        )
+    ActivityLog.objects.finish(
+        run.activity,
+        status=status,
+        message=outcome.describe(),
+        error_message=error,
+        devices_seen=outcome.devices,
+        readings_fetched=outcome.fetched,
+        readings_inserted=outcome.recovered,
+        readings_duplicate=outcome.duplicates,
+        api_calls=outcome.api_calls,
+        retries=outcome.retries,
+        metadata={**run.activity.metadata, **_figures(outcome)},
+    )
+    return outcome
+
+
+def _figures(outcome: ReconcileOutcome) -> dict[str, object]:
+    figures: dict[str, object] = {
+        name: getattr(outcome, name)
+        for name in (
+            "buckets_checked",
+            "buckets_missing",
+            "buckets_repaired",
+            "buckets_consistent",
+            "buckets_still_missing",
+            "readings_missing",
+            "surplus_buckets",
+            "surplus_readings",
+        )
+    }
+    figures["bucket"] = BUCKET_NAME
+    if outcome.fallback:
+        figures["fallback"] = outcome.fallback
+    return figures
+
+
+def _skip(integration: DeviceIntegration, reason: str, *, trigger: str) -> ReconcileOutcome:
+    entry = ActivityLog.objects.log(
+        integration,
+        activity_type=ActivityLog.ActivityType.RECONCILE,
+        status=Status.SKIPPED,
+        trigger=trigger,
+        message=f"Reconcile skipped: {reason}",
+    )
+    return ReconcileOutcome(integration.pk, Status.SKIPPED, activity=entry, skip_reason=reason)

@@ -1,0 +1,419 @@
+"""Processing stored webhook deliveries: parse, store the reading, record the outcome.
+
+The view (integrations/push/view.py) stores each authenticated request as a `WebhookDelivery`
+before anything else; this module turns one delivery into telemetry, inside `atomic()` so a
+failure rolls the work back while the delivery row keeps the error and traceback (dj-stripe's
+pattern). The admin's "re-process" action and `manage.py reprocess_webhooks` run the same code
+again on failed deliveries; `prune_deliveries` drops old ones.
+
+Activity: one `webhook_received` entry per integration per minute, added `started` by the minute's
+first delivery; readings link to it. No delivery writes to it: concurrent requests would all
+queue on that one row's lock. Once the minute is over, `roll_up_webhook_minutes` (the dispatcher,
+every minute) fills its counts from the minute's deliveries.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.db import DatabaseError, connection, transaction
+from django.db.models import Count, Max, Q, Sum
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+from django.utils.datastructures import CaseInsensitiveMapping
+
+from integrations.golioth.paths import data_path
+from integrations.golioth.payloads import PayloadError
+from integrations.golioth.webhook_payloads import (
+    UnsupportedMediaType,
+    WebhookReading,
+    parse_webhook,
+)
+from integrations.models import ActivityLog, DeviceIntegration, WebhookDelivery
+from integrations.sync_settings import SyncSettings
+from telemetry.ingest import IngestResult, Reading, ingest_readings
+from telemetry.models import Device, TelemetryRecord
+
+logger = logging.getLogger(__name__)
+
+Outcome = WebhookDelivery.Outcome
+# Ignored too: a path that was not mirrored is stored once mirroredPaths includes it.
+REPROCESSABLE = (Outcome.FAILED, Outcome.REJECTED, Outcome.RECEIVED, Outcome.IGNORED)
+
+
+@dataclass
+class DeliveryResult:
+    outcome: str
+    stored: int = 0
+    duplicates: int = 0
+    reason: str = ""
+    # Why a failed delivery failed: "input" (400), "media-type" (415) or "internal" (500);
+    # "too-large" for a rejected reading over GSYNC_MAX_READING_BYTES (413).
+    failure: str = ""
+
+
+@dataclass
+class ReprocessResult:
+    counts: dict[str, int] = field(default_factory=dict)
+    stored: int = 0
+    duplicates: int = 0
+    skipped: int = 0
+
+    def add(self, result: DeliveryResult) -> None:
+        self.counts[result.outcome] = self.counts.get(result.outcome, 0) + 1
+        self.stored += result.stored
+        self.duplicates += result.duplicates
+
+    @property
+    def failed(self) -> int:
+        return self.counts.get(Outcome.FAILED, 0)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def describe(self) -> str:
+        parts = [f"{n} {outcome}" for outcome, n in sorted(self.counts.items())]
+        if self.skipped:
+            parts.append(f"{self.skipped} skipped (already processed)")
+        summary = ", ".join(parts) or "nothing to do"
+        return f"Re-processed {self.total} deliveries: {summary}; {self.stored} readings stored."
+
+
+# --- processing ----------------------------------------------------------------------------------
+
+
+def process_delivery(
+    delivery: WebhookDelivery,
+    *,
+    integration: DeviceIntegration | None = None,
+    activity_id: int | None = None,
+) -> DeliveryResult:
+    """Parse and store one delivery, and record the outcome on its row.
+
+    Readings link to activity entry `activity_id`; readings and outcome commit together. A
+    DatabaseError is recorded (when the database still answers) and raised again, so the view
+    answers 503 and Golioth retries; anything else is recorded with its traceback.
+    """
+    integration = integration or delivery.integration
+    try:
+        sync_settings = integration.sync_settings
+        message = parse_webhook(
+            bytes(delivery.body),
+            content_type=delivery.content_type,
+            headers=CaseInsensitiveMapping(delivery.headers or {}),
+            received_at=delivery.received_at,
+            nest_payload=sync_settings.payloads_nested_under_path,
+        )
+        if message.reading is None:
+            result = DeliveryResult(Outcome.IGNORED, reason=message.ignored)
+            return conclude_delivery(delivery, result)
+        if not sync_settings.mirrors_path(message.reading.path):
+            reason = f"path {data_path(message.reading.path)} is not mirrored"
+            return conclude_delivery(delivery, DeliveryResult(Outcome.IGNORED, reason=reason))
+        with transaction.atomic():
+            result = store_reading(
+                message.reading,
+                integration=integration,
+                sync_settings=sync_settings,
+                activity_id=activity_id,
+            )
+            return conclude_delivery(delivery, result)
+    except PayloadError as exc:
+        failure = "media-type" if isinstance(exc, UnsupportedMediaType) else "input"
+        result = DeliveryResult(Outcome.FAILED, reason=str(exc), failure=failure)
+        return conclude_delivery(delivery, result)
+    except DatabaseError as exc:
+        _record_crash(delivery, exc)
+        raise
+    except Exception as exc:
+        logger.exception("webhook: delivery %s failed", delivery.pk)
+        return _record_crash(delivery, exc)
+
+
+def _record_crash(delivery: WebhookDelivery, exc: BaseException) -> DeliveryResult:
+    result = DeliveryResult(
+        Outcome.FAILED,
+        reason=f"{type(exc).__name__}: {exc}".splitlines()[0][:500],
+        failure="internal",
+    )
+    try:
+        conclude_delivery(delivery, result, trace=traceback.format_exc())
+    except DatabaseError:
+        logger.exception("webhook: could not record the failure of delivery %s", delivery.pk)
+    return result
+
+
+def store_reading(
+    reading: WebhookReading,
+    *,
+    integration: DeviceIntegration,
+    sync_settings: SyncSettings,
+    activity_id: int | None,
+) -> DeliveryResult:
+    if reading.project_id not in ("", integration.project_id):
+        reason = f"project {reading.project_id!r} is not this integration's project"
+        return DeliveryResult(Outcome.REJECTED, reason=reason[:300])
+    seen = _see_device(integration, reading, sync_settings=sync_settings)
+    if seen is None and sync_settings.webhook_creates_devices:
+        # Golioth sends no device name in a webhook; the next pull fills it in.
+        Device.objects.get_or_create(
+            integration=integration,
+            external_id=reading.device_external_id,
+            defaults={"name": reading.device_external_id},
+        )
+        seen = _see_device(integration, reading, sync_settings=sync_settings)
+    if seen is None:
+        reason = (
+            f"unknown device {reading.device_external_id!r}: this integration does not add "
+            "devices from webhooks (webhookCreatesDevices is off)"
+        )
+        return DeliveryResult(Outcome.REJECTED, reason=reason)
+    device_pk, approximate_stored = seen
+    ingested = ingest_readings(
+        [_as_reading(reading, device_pk)],
+        integration_id=integration.pk,
+        source=TelemetryRecord.Source.WEBHOOK,
+        activity_id=activity_id,
+        time_tolerance=timedelta(seconds=sync_settings.time_tolerance_seconds),
+        advance_last_seen=False,
+        approximate_stored=approximate_stored,
+    )
+    return _ingest_outcome(ingested)
+
+
+def _as_reading(reading: WebhookReading, device_pk: int) -> Reading:
+    return Reading(
+        device_pk=device_pk,
+        device_external_id=reading.device_external_id,
+        timestamp=reading.timestamp,
+        payload=reading.payload,
+        path=reading.path,
+        time_exact=reading.time_exact,
+    )
+
+
+def _ingest_outcome(ingested: IngestResult) -> DeliveryResult:
+    counts = {"stored": ingested.inserted, "duplicates": ingested.duplicates}
+    if ingested.inserted:
+        return DeliveryResult(Outcome.PROCESSED, **counts)
+    if ingested.rejected:
+        # Not stored, and not a duplicate either: kept for a re-process once gsync can store it.
+        failure = "too-large" if ingested.too_large else ""
+        reason = ingested.rejected_reason
+        return DeliveryResult(Outcome.REJECTED, reason=reason, failure=failure, **counts)
+    return DeliveryResult(Outcome.DUPLICATE, **counts)
+
+
+def _see_device(
+    integration: DeviceIntegration, reading: WebhookReading, *, sync_settings: SyncSettings
+) -> tuple[int, bool] | None:
+    """Move the device's last_seen forward to the reading, its status following it, and return
+    its pk and whether it has stored rows whose time is approximate (ingest's reconciliation
+    needs a search only then): one statement, the lookup being the update. None when the
+    integration has no such device.
+
+    The status is `telemetry.models.device_status` of the newest time, in SQL as
+    device_sync.refresh_statuses has it. The approximate rows are found in the
+    `telemetry_inexact_time` partial index. Raw SQL because the ORM's UPDATE returns no columns
+    (RETURNING: PostgreSQL, SQLite >= 3.35).
+    """
+    adapt = connection.ops.adapt_datetimefield_value
+    cutoff = timezone.now() - timedelta(minutes=sync_settings.offline_after_minutes)
+    devices, readings = Device._meta.db_table, TelemetryRecord._meta.db_table
+    newest = "CASE WHEN last_seen > %(seen)s THEN last_seen ELSE %(seen)s END"
+    sql = (
+        f"UPDATE {devices} SET last_seen = {newest}, "  # noqa: S608
+        f"status = CASE WHEN {newest} >= %(cutoff)s THEN %(online)s ELSE %(offline)s END "
+        "WHERE integration_id = %(integration)s AND external_id = %(device)s "
+        f"RETURNING id, EXISTS (SELECT 1 FROM {readings} "
+        f"WHERE {readings}.device_id = {devices}.id AND NOT {readings}.time_exact)"
+    )
+    params = {
+        "seen": adapt(reading.timestamp),
+        "cutoff": adapt(cutoff),
+        "online": Device.Status.ONLINE,
+        "offline": Device.Status.OFFLINE,
+        "integration": integration.pk,
+        "device": reading.device_external_id,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    return (row[0], bool(row[1])) if row else None
+
+
+def conclude_delivery(
+    delivery: WebhookDelivery, result: DeliveryResult, *, trace: str = ""
+) -> DeliveryResult:
+    """Record the outcome on the delivery row.
+
+    Raw SQL: on the webhook's hot path the ORM's UPDATE costs three times the round trip.
+    """
+    delivery.outcome = result.outcome
+    delivery.error = result.reason
+    delivery.traceback = trace
+    delivery.readings_stored = result.stored
+    delivery.readings_duplicate = result.duplicates
+    delivery.processed_at = timezone.now()
+    sql = (
+        f"UPDATE {WebhookDelivery._meta.db_table} SET outcome = %s, error = %s, "  # noqa: S608
+        "traceback = %s, readings_stored = %s, readings_duplicate = %s, processed_at = %s, "
+        "attempts = attempts + 1 WHERE id = %s"
+    )
+    processed_at = connection.ops.adapt_datetimefield_value(delivery.processed_at)
+    params = [result.outcome, result.reason, trace, result.stored, result.duplicates]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, processed_at, delivery.pk])
+    return result
+
+
+# --- the activity entry of each minute -----------------------------------------------------------
+
+MINUTE = timedelta(minutes=1)
+# A delivery is stored with its minute's received_at before it is processed: give the last ones of
+# a minute this long to finish before their outcomes are counted.
+ROLL_UP_GRACE = timedelta(seconds=15)
+# Per process: integration token -> (minute, entry id). Tokens, not pks: a pk can come back
+# (SQLite reuses the ids a rollback freed), a token never does.
+_minute_entries: dict[str, tuple[datetime, int]] = {}
+MINUTE_ENTRIES_CACHED = 1000
+
+
+def webhook_minute_entry(integration: DeviceIntegration, *, at: datetime) -> int:
+    """The id of `integration`'s `webhook_received` entry for the minute of `at`: read from the
+    database once a minute per process, not once a request."""
+    minute = at.replace(second=0, microsecond=0)
+    cached = _minute_entries.get(integration.webhook_token)
+    if cached is not None and cached[0] == minute:
+        return cached[1]
+    # The minutes this integration ended while no dispatcher ran are filled here too.
+    roll_up_webhook_minutes(now=at, integration_id=integration.pk)
+    entry_id = ActivityLog.objects.minute_entry(
+        integration,
+        activity_type=ActivityLog.ActivityType.WEBHOOK_RECEIVED,
+        trigger=ActivityLog.Trigger.WEBHOOK,
+        at=at,
+        message="Webhook deliveries received in this minute.",
+    )
+    if len(_minute_entries) >= MINUTE_ENTRIES_CACHED:
+        _minute_entries.clear()
+    _minute_entries[integration.webhook_token] = (minute, entry_id)
+    return entry_id
+
+
+def forget_minute_entries() -> None:
+    """Drop the cached entry ids (after a database error: an entry may have been rolled back)."""
+    _minute_entries.clear()
+
+
+def roll_up_webhook_minutes(
+    *, now: datetime | None = None, integration_id: int | None = None
+) -> int:
+    """Fill the counts of the `webhook_received` entries whose minute is over from that minute's
+    deliveries; each entry once (`started` -> success or partial). Returns how many."""
+    now = now or timezone.now()
+    due = ActivityLog.objects.filter(
+        activity_type=ActivityLog.ActivityType.WEBHOOK_RECEIVED,
+        status=ActivityLog.Status.STARTED,
+        started_at__lte=now - MINUTE - ROLL_UP_GRACE,
+    )
+    if integration_id is not None:
+        due = due.filter(integration_id=integration_id)
+    entries = list(due.values_list("pk", "integration_id", "started_at"))
+    for entry_id, owner, minute in entries:
+        _fill_minute_entry(entry_id, integration_id=owner, minute=minute)
+    return len(entries)
+
+
+def _fill_minute_entry(entry_id: int, *, integration_id: int, minute: datetime) -> None:
+    deliveries = WebhookDelivery.objects.filter(
+        integration_id=integration_id, received_at__gte=minute, received_at__lt=minute + MINUTE
+    )
+    counts = deliveries.aggregate(
+        api_calls=Count("pk"),
+        readings_fetched=Count("pk", filter=Q(outcome__in=(Outcome.PROCESSED, Outcome.DUPLICATE))),
+        readings_inserted=Coalesce(Sum("readings_stored"), 0),
+        readings_duplicate=Coalesce(Sum("readings_duplicate"), 0),
+    )
+    last_done = deliveries.aggregate(at=Max("processed_at"))["at"]
+    failed = deliveries.filter(outcome__in=(Outcome.FAILED, Outcome.REJECTED))
+    failure = failed.order_by("-received_at", "-pk").values_list("pk", "error").first()
+    ActivityLog.objects.filter(pk=entry_id, status=ActivityLog.Status.STARTED).update(
+        status=ActivityLog.Status.PARTIAL if failure else ActivityLog.Status.SUCCESS,
+        error_message=f"delivery {failure[0]}: {failure[1]}"[:2000] if failure else "",
+        completed_at=last_done or minute + MINUTE,
+        response_time_ms=0,
+        **counts,
+    )
+
+
+# --- re-processing, pruning ----------------------------------------------------------------------
+
+
+def reprocess_deliveries(
+    deliveries: Iterable[WebhookDelivery], *, trigger: str = ActivityLog.Trigger.ADMIN
+) -> ReprocessResult:
+    """Run stored deliveries through the parser again (after a fix, or a settings change).
+
+    Only failed, rejected, ignored and never-finished deliveries are re-run; processed ones are
+    skipped. One `webhook_reprocessed` activity entry per integration holds the counts.
+    """
+    result = ReprocessResult()
+    entries: dict[int, tuple[int, ReprocessResult]] = {}
+    try:
+        for delivery in deliveries:
+            if delivery.outcome not in REPROCESSABLE:
+                result.skipped += 1
+                continue
+            entry_id, own = entries.get(delivery.integration_id) or _reprocess_entry(
+                delivery.integration, trigger
+            )
+            entries[delivery.integration_id] = (entry_id, own)
+            outcome = process_delivery(delivery, activity_id=entry_id)
+            result.add(outcome)
+            own.add(outcome)
+    finally:
+        for entry_id, own in entries.values():
+            _finish_reprocess_entry(entry_id, own)
+    return result
+
+
+def _reprocess_entry(integration: DeviceIntegration, trigger: str) -> tuple[int, ReprocessResult]:
+    entry = ActivityLog.objects.log(
+        integration,
+        activity_type=ActivityLog.ActivityType.WEBHOOK_REPROCESSED,
+        status=ActivityLog.Status.STARTED,
+        trigger=trigger,
+        message="Re-processing webhook deliveries.",
+    )
+    return entry.pk, ReprocessResult()
+
+
+def _finish_reprocess_entry(entry_id: int, own: ReprocessResult) -> None:
+    bad = own.failed + own.counts.get(Outcome.REJECTED, 0)
+    ActivityLog.objects.add_counts(
+        entry_id,
+        completed_at=timezone.now(),
+        status=ActivityLog.Status.PARTIAL if bad else ActivityLog.Status.SUCCESS,
+        message=own.describe(),
+        api_calls=own.total,
+        readings_fetched=own.counts.get(Outcome.PROCESSED, 0)
+        + own.counts.get(Outcome.DUPLICATE, 0),
+        readings_inserted=own.stored,
+        readings_duplicate=own.duplicates,
+    )
+
+
+def prune_deliveries(*, older_than_days: int, batch_size: int = 5000) -> int:
+    """Delete deliveries received more than `older_than_days` ago, in batches (short locks)."""
+    cutoff = timezone.now() - timedelta(days=older_than_days)
+    old = WebhookDelivery.objects.filter(received_at__lt=cutoff).order_by()
+    deleted = 0
+    while pks := list(old.values_list("pk", flat=True)[:batch_size]):
+        deleted += WebhookDelivery.objects.filter(pk__in=pks).delete()[0]
+    return deleted

@@ -1,0 +1,295 @@
+"""The push path: Golioth Pipelines POST each reading to `/webhooks/golioth/<token>/`.
+
+dj-stripe's pattern: every authenticated request is stored as a `WebhookDelivery` first (committed
+on its own), then processed inside `atomic()` by integrations.push.deliveries, so a failure rolls
+the work back while the delivery row keeps the error and traceback for a re-process. The view is
+non-atomic for that reason.
+
+Activity: one `webhook_received` entry per integration per minute, its counters filled from the
+minute's deliveries once it is over (`api_calls` counts the deliveries received; see
+integrations.push.deliveries). A fleet pushing every few seconds would otherwise write thousands of
+entries an hour and bury the sync entries staff look for; every delivery is still kept, one by
+one, in `webhook_deliveries`.
+
+What the sender gets back (every answer but HEAD's is JSON):
+  200 {"stored": n, "duplicates": m}  stored, or already stored (legacy non-stream events and
+                                      paths not in mirroredPaths add "ignored": why, nothing
+                                      stored); HEAD answers 200 for any token
+  202 {..., "rejected": why}          kept but not stored (unknown device while the integration
+                                      does not add devices, another project): a retry would not
+                                      change that, so it is not an error Golioth would resend;
+                                      staff re-process it after a settings change
+  400 {"error": one line}             the body is not a reading (malformed JSON/CBOR, a list...)
+  401 / 404                           wrong or missing secret / unknown token or webhooks off;
+                                      nothing kept but a counter and a log line per window
+  429 + Retry-After                   too many of those from this address lately
+                                      (integrations.push.auth_throttle)
+  405                                 any method but POST and HEAD
+  413                                 body over GSYNC_WEBHOOK_MAX_BYTES (kept without its body);
+                                      413 {..., "rejected": why}: its reading's JSON is over
+                                      GSYNC_MAX_READING_BYTES (kept, re-processable)
+  415                                 neither JSON nor CBOR
+  500 / 503 + Retry-After             a bug (traceback kept) / the database failed: Golioth retries
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import re
+from collections.abc import Iterable
+from datetime import datetime
+
+from django.conf import settings
+from django.db import DatabaseError, transaction
+from django.db.models import F
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
+from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
+
+from integrations.golioth.webhook_payloads import UNSTORABLE_TEXT, parse_webhook
+from integrations.models import DeviceIntegration, WebhookDelivery
+from integrations.push import auth_throttle
+from integrations.push.deliveries import (
+    DeliveryResult,
+    ReprocessResult,
+    conclude_delivery,
+    forget_minute_entries,
+    process_delivery,
+    prune_deliveries,
+    reprocess_deliveries,
+    roll_up_webhook_minutes,
+    webhook_minute_entry,
+)
+
+__all__ = [
+    "ReprocessResult",
+    "golioth_webhook",
+    "parse_webhook",
+    "process_delivery",
+    "prune_deliveries",
+    "reprocess_deliveries",
+    "roll_up_webhook_minutes",
+]
+
+logger = logging.getLogger(__name__)
+
+Outcome = WebhookDelivery.Outcome
+REDACTED = "[redacted]"
+# Header names holding any of these are never stored (Authorization, X-Gsync-Secret, X-Api-Key...).
+SECRET_HEADER_WORDS = ("secret", "token", "key", "auth", "cookie")
+SECRET_HEADERS = ("X-Gsync-Secret",)
+RETRY_AFTER_SECONDS = 30
+# The throttle's one scope for every token that is no integration's.
+UNKNOWN_TOKENS = "unknown-tokens"
+# What models.new_webhook_token makes (URL-safe base64, at most the column's 64 characters).
+# Anything else is not looked up: PostgreSQL refuses a NUL in a query parameter outright.
+TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+# --- the view ------------------------------------------------------------------------------------
+
+
+@csrf_exempt
+@transaction.non_atomic_requests
+def golioth_webhook(request: HttpRequest, token: str) -> HttpResponse:
+    if request.method == "HEAD":
+        # A health probe: answers the same for every token, so it tells nothing about them.
+        return HttpResponse(status=200)
+    if request.method != "POST":
+        return HttpResponseNotAllowed(["POST", "HEAD"])
+    try:
+        return _receive(request, token)
+    except DatabaseError:
+        logger.exception("webhook: database unavailable, answering 503 so the sender retries")
+        forget_minute_entries()
+        response = _error(503, "database unavailable, retry later")
+        response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
+
+
+def _receive(request: HttpRequest, token: str) -> HttpResponse:
+    now = timezone.now()
+    address = _remote_addr(request) or "unknown address"
+    integration = _find_integration(token)
+    scope = str(integration.pk) if integration else UNKNOWN_TOKENS
+    # The secret is checked first: a guesser sharing Golioth's egress address must not get
+    # Golioth's own deliveries throttled. Only failures are counted and throttled.
+    if integration is None or not _authenticated(request, integration):
+        if auth_throttle.is_blocked(address, scope=scope):
+            response = _error(429, "too many failed authentications, retry later")
+            response["Retry-After"] = str(settings.GSYNC_WEBHOOK_AUTH_WINDOW)
+            return _counted_not_logged(response)
+        if integration is None:
+            what = "a request with an unknown token"
+            auth_throttle.count_failure(address, scope=scope, what=what)
+            return _counted_not_logged(_error(404, "not found"))
+        _count_rejection(request, integration, address)
+        return _counted_not_logged(_error(401, "missing or wrong secret"))
+    limit = settings.GSYNC_WEBHOOK_MAX_BYTES
+    try:
+        body, unreadable = read_body(request, limit=limit), ""
+    except UnreadableBody as exc:
+        body, unreadable = None, str(exc)
+    delivery = store_delivery(
+        integration=integration, request=request, body=body or b"", received_at=now
+    )
+    # Added even for a refused body: the minute's entry counts every delivery.
+    entry_id = webhook_minute_entry(integration, at=now)
+    if unstorable := _unstorable_header(request):
+        reason = f"header {unstorable[:60]} holds a NUL character or a lone surrogate"
+        conclude_delivery(delivery, DeliveryResult(Outcome.FAILED, reason=reason))
+        return _error(400, reason)
+    if body is None:
+        too_large = f"body is larger than the {limit}-byte limit (GSYNC_WEBHOOK_MAX_BYTES)"
+        reason = unreadable or f"{too_large}; not kept"
+        conclude_delivery(delivery, DeliveryResult(Outcome.FAILED, reason=reason))
+        return _error(400 if unreadable else 413, reason)
+    result = process_delivery(delivery, integration=integration, activity_id=entry_id)
+    return _answer(result)
+
+
+def _answer(result: DeliveryResult) -> HttpResponse:
+    counts = {"stored": result.stored, "duplicates": result.duplicates}
+    if result.outcome in (Outcome.PROCESSED, Outcome.DUPLICATE):
+        return JsonResponse(counts)
+    if result.outcome == Outcome.IGNORED:
+        return JsonResponse({**counts, "ignored": result.reason})
+    if result.outcome == Outcome.REJECTED:
+        # Kept, but nothing a retry would change: 202, so Golioth does not resend it forever;
+        # a reading too large to store is 413, as a body too large is.
+        status = 413 if result.failure == "too-large" else 202
+        return JsonResponse({**counts, "rejected": result.reason}, status=status)
+    if result.failure == "internal":
+        return _error(500, "internal error; the delivery is kept for re-processing")
+    return _error(415 if result.failure == "media-type" else 400, result.reason)
+
+
+def _error(status: int, message: str) -> JsonResponse:
+    return JsonResponse({"error": message}, status=status)
+
+
+def _counted_not_logged(response: HttpResponse) -> HttpResponse:
+    # Failed authentication is logged as a count per window (integrations.push.auth_throttle):
+    # Django's request logger would add a line per attempt, and skips a response marked logged
+    # already.
+    response._has_been_logged = True  # type: ignore[attr-defined]
+    return response
+
+
+# --- authentication, body, storage ---------------------------------------------------------------
+
+
+def _find_integration(token: str) -> DeviceIntegration | None:
+    if not TOKEN_SHAPE.fullmatch(token):
+        return None
+    enabled = DeviceIntegration.objects.filter(webhook_token=token, webhook_enabled=True)
+    # What a delivery needs; the sync state and the encrypted key stay in the database.
+    needed = enabled.only("project_id", "settings", "webhook_token", "webhook_secrets")
+    return next(iter(needed[:1]), None)
+
+
+def _authenticated(request: HttpRequest, integration: DeviceIntegration) -> bool:
+    """The pipeline sends the secret raw in Authorization; `Bearer` and X-Gsync-Secret work too."""
+    authorization = request.headers.get("Authorization", "").strip()
+    candidates = [authorization, request.headers.get("X-Gsync-Secret", "").strip()]
+    if authorization[:7].lower() == "bearer ":
+        candidates.append(authorization[7:].strip())
+    matched = False
+    for candidate in candidates:
+        # Every candidate is compared (no short cut), in constant time, against every secret.
+        matched |= integration.check_webhook_secret(candidate)
+    return matched
+
+
+def _count_rejection(request: HttpRequest, integration: DeviceIntegration, address: str) -> None:
+    DeviceIntegration.objects.filter(pk=integration.pk).update(
+        webhook_rejected_count=F("webhook_rejected_count") + 1
+    )
+    sent = "a wrong" if _has_secret_header(request) else "no"
+    what = f"rejected a request with {sent} secret for integration {integration.pk}"
+    auth_throttle.count_failure(address, scope=str(integration.pk), what=what)
+
+
+def _has_secret_header(request: HttpRequest) -> bool:
+    return bool(request.headers.get("Authorization") or request.headers.get("X-Gsync-Secret"))
+
+
+class UnreadableBody(ValueError):
+    """The server could not read the body (a malformed chunked encoding, a client gone)."""
+
+
+def read_body(request: HttpRequest, *, limit: int) -> bytes | None:
+    """The body, or None when it is over `limit`: refused by Content-Length before any read,
+    and never read past `limit` + 1 bytes when the length is not announced (chunked).
+    UnreadableBody when the server's stream fails."""
+    try:
+        return _read_limited(request, limit=limit)
+    except Exception as exc:
+        # The WSGI server's own errors (gunicorn's InvalidChunkSize, NoMoreData...) have no
+        # common base but Exception: all of them mean the request, not gsync, is broken.
+        detail = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+        reason = f"body could not be read (malformed chunked encoding?): {detail}"
+        raise UnreadableBody(reason) from None
+
+
+def _read_limited(request: HttpRequest, *, limit: int) -> bytes | None:
+    try:
+        announced = int(request.META.get("CONTENT_LENGTH") or -1)
+    except ValueError:
+        announced = -1
+    if announced > limit:
+        return None
+    if announced < 0 and request.META.get("wsgi.input_terminated"):
+        # Django reads nothing without a Content-Length; the server says the stream ends.
+        body = request.META["wsgi.input"].read(limit + 1)
+    else:
+        body = request.read(limit + 1)
+    return None if len(body) > limit else body
+
+
+def redact_headers(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
+    stored = {}
+    for name, value in headers:
+        lowered = name.lower()
+        secret = name in SECRET_HEADERS or any(word in lowered for word in SECRET_HEADER_WORDS)
+        stored[_storable(name)] = REDACTED if secret else _storable(value)
+    return stored
+
+
+def _storable(text: str) -> str:
+    # PostgreSQL's jsonb and text hold no NUL and no lone surrogate: the row would not be kept.
+    return UNSTORABLE_TEXT.sub("\ufffd", text)
+
+
+def _unstorable_header(request: HttpRequest) -> str:
+    """The name of the first header (or Content-Type) that `_storable` had to change, or ""."""
+    for name, value in [*request.headers.items(), ("Content-Type", _content_type(request))]:
+        if UNSTORABLE_TEXT.search(name) or UNSTORABLE_TEXT.search(value):
+            return _storable(name)
+    return ""
+
+
+def _content_type(request: HttpRequest) -> str:
+    return request.META.get("CONTENT_TYPE", "")
+
+
+def _remote_addr(request: HttpRequest) -> str | None:
+    address = request.META.get("REMOTE_ADDR") or ""
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        return None
+
+
+def store_delivery(
+    *, integration: DeviceIntegration, request: HttpRequest, body: bytes, received_at: datetime
+) -> WebhookDelivery:
+    """Committed before any processing (autocommit), so nothing a failure does can lose it."""
+    return WebhookDelivery.objects.create(
+        integration=integration,
+        received_at=received_at,
+        headers=redact_headers(request.headers.items()),
+        body=body,
+        content_type=_storable(_content_type(request))[:200],
+        remote_addr=_remote_addr(request),
+    )
