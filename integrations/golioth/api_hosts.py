@@ -44,6 +44,10 @@ class ApiHostPolicy:
 
     def check_url(self, url: str) -> tuple[str, int]:
         """The URL's host and port, or ApiHostError when the host is not allowed (no DNS)."""
+        # urllib3 (which requests connects with) and urlsplit read backslashes and odd characters
+        # differently: refuse them, so the host checked is the host connected to.
+        if any(ch == "\\" or ch.isspace() or not ch.isprintable() for ch in url):
+            raise ApiHostError("the API base URL must not contain backslashes, spaces or controls")
         parts = urlsplit(url)
         if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
             raise ApiHostError("the API base URL must be an http:// or https:// URL with a host")

@@ -95,3 +95,22 @@ def test_allow_list_matches_whole_host_names(url, allowed):
     else:
         with pytest.raises(ApiHostError):
             policy.check_url(url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://evil.example\\@api.golioth.io/",  # urllib3 connects to evil.example
+        "https://api.golioth.io\\.evil.example/",
+        "https://api.golioth.io@evil.example/",
+        "https://api.golioth.io\t.evil.example/",
+        "https://api.golioth.io%2f@evil.example/",
+    ],
+)
+def test_urls_that_parsers_read_differently_are_refused(settings, url):
+    """requests (urllib3) and urllib.parse disagree on backslashes and userinfo: the host checked
+    must be the host connected to, so anything they might read differently is refused."""
+    settings.GSYNC_API_HOSTS = ["api.golioth.io"]
+
+    with pytest.raises(ApiHostError):
+        GoliothClient(base_url=url, api_key="secret-123", project_id="p")
