@@ -59,6 +59,9 @@ def test_deployment_settings_allow_only_golioth_unless_told(env, hosts, allow_pr
         (["169.254.169.254"], "http://169.254.169.254"),  # cloud metadata
         (["10.0.0.7"], "http://10.0.0.7"),
         (["::ffff:127.0.0.1"], "http://[::ffff:127.0.0.1]:{port}"),
+        (["64:ff9b::a9fe:a9fe"], "http://[64:ff9b::a9fe:a9fe]"),  # NAT64 of the metadata host
+        (["::7f00:1"], "http://[::7f00:1]:{port}"),  # IPv4-compatible 127.0.0.1
+        (["2002:a00:7::"], "http://[2002:a00:7::]"),  # 6to4 of 10.0.0.7
     ],
 )
 def test_private_addresses_are_refused_unless_allowed(settings, stub_server, hosts, url):
