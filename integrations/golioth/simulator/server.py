@@ -22,6 +22,9 @@ plausible answer too.
 - Data that moves while it is read: readings can be added at any time, with any (past) time, as
   devices that buffer offline do (docs data-routing "Legacy LightDB Stream", `batch` +
   `extract-timestamp`), so pages shift while a run reads them.
+- A fleet that does this on its own, in simulated time (devices on a cadence, 10% offline
+  uploading back-dated batches, JSON and CBOR devices, SDK logs, ns times, routed through
+  pipelines): simulator_fleet.py.
 - Webhooks in the three shapes Golioth sends (golioth-api.md §4): simulator_webhooks.py.
 """
 
@@ -32,7 +35,7 @@ import socket
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -127,6 +130,9 @@ class GoliothSimulator:
         self._server: ThreadingHTTPServer | None = None
         self._sockets: set[socket.socket] = set()
         self._webhook_session: requests.Session | None = None
+        # Called after each stream query is answered, in the server's thread: data that moves
+        # while a run pages it (simulator_fleet.FleetModel uploads from here).
+        self.stream_hooks: list[Callable[[], None]] = []
 
     def __repr__(self) -> str:
         return f"<GoliothSimulator {self.base_url or 'stopped'} project={self.project_id}>"
@@ -145,8 +151,9 @@ class GoliothSimulator:
             device_id = id or f"{self._rng.getrandbits(96):024x}"
         return self.store.add_device(SimDevice(id=device_id, name=name or device_id, **fields))
 
-    def add_reading(self, device_id: str, time: datetime, data: Any) -> None:
-        self.store.add_reading(device_id, time, data)
+    def add_reading(self, device_id: str, time: datetime, data: Any, nanos: int = 0) -> None:
+        """Store a reading; `nanos` (0-999) are its time's digits below the µs."""
+        self.store.add_reading(device_id, time, data, nanos)
 
     def seed_fleet(
         self,
@@ -312,6 +319,9 @@ class GoliothSimulator:
             stream_total=self.stream_total,
         )
         status, payload = api.answer(context, kind, args)
+        if kind in ("stream", "device_stream"):
+            for hook in list(self.stream_hooks):
+                hook()
         return _Reply(status, payload)
 
     # --- webhooks --------------------------------------------------------------------------------

@@ -81,10 +81,16 @@ def from_micros(micros: int) -> datetime:
     return _EPOCH + timedelta(microseconds=micros)
 
 
-def format_stream_time(micros: int, style: int) -> str:
-    """One of the time styles Golioth mixes in stream results; each parses back to the same µs."""
+def format_stream_time(micros: int, style: int, nanos: int = 0) -> str:
+    """One of the time styles Golioth mixes in stream results; each parses back to the same µs.
+
+    A reading whose time has `nanos` (its digits below the µs) is always sent with all nine
+    digits, as in `2025-11-14T15:27:59.512133674Z` (golioth-api.md §3).
+    """
     base = from_micros(micros).strftime("%Y-%m-%dT%H:%M:%S")
     frac = micros % 1_000_000
+    if nanos:
+        return f"{base}.{frac:06d}{nanos:03d}Z"
     if style == 1 and frac % 1000 == 0:
         return f"{base}.{frac // 1000:03d}Z"
     if style == 2:
@@ -155,6 +161,9 @@ class SimStore:
         self._times = array("q")
         self._devs = array("I")
         self._data: list[str] = []
+        # The digits below the µs of the few readings that have them, by (µs, device, payload):
+        # sparse, so a million readings without them cost nothing.
+        self._nanos: dict[tuple[int, int, str], int] = {}
         self._version = 0
         self._cache: OrderedDict[tuple[Any, ...], Sequence[int]] = OrderedDict()
 
@@ -176,14 +185,19 @@ class SimStore:
         with self._lock:
             return [d for d in self.devices.values() if query.matches(d)]
 
-    def add_reading(self, device_id: str, time: datetime, data: Any) -> None:
+    def add_reading(self, device_id: str, time: datetime, data: Any, nanos: int = 0) -> None:
+        """Store one reading at `time`; `nanos` (0-999) are its time's digits below the µs."""
         payload = json.dumps(data, separators=(",", ":"), allow_nan=False)
-        self.append_json(device_id, to_micros(time), payload)
+        self.append_json(device_id, to_micros(time), payload, nanos)
 
-    def append_json(self, device_id: str, micros: int, data_json: str) -> None:
+    def append_json(self, device_id: str, micros: int, data_json: str, nanos: int = 0) -> None:
+        if not 0 <= nanos < 1000:
+            raise ValueError(f"nanos are the digits below the µs (0-999), got {nanos}")
         with self._lock:
             if device_id not in self._dev_index:
                 raise KeyError(f"unknown device {device_id!r}: add_device() it first")
+            if nanos:
+                self._nanos[(micros, self._dev_index[device_id], data_json)] = nanos
             # Appends in time order are O(1); an older reading is inserted in place.
             i = len(self._times)
             if i and self._times[-1] > micros:
@@ -246,9 +260,10 @@ class SimStore:
         return "[" + ",".join(items) + "]"
 
     def _render_item(self, row: int) -> str:
-        micros, dev = self._times[row], self._devs[row]
-        time = format_stream_time(micros, (micros // 7 + dev) % 4)
-        return f'{{"time":"{time}","deviceId":{self._dev_json_ids[dev]},"data":{self._data[row]}}}'
+        micros, dev, data = self._times[row], self._devs[row], self._data[row]
+        nanos = self._nanos.get((micros, dev, data), 0) if self._nanos else 0
+        time = format_stream_time(micros, (micros // 7 + dev) % 4, nanos)
+        return f'{{"time":"{time}","deviceId":{self._dev_json_ids[dev]},"data":{data}}}'
 
     def rows(self, matches: Sequence[int]) -> list[Row]:
         """Matched readings as the query language sees them, oldest first."""
