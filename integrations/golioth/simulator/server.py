@@ -24,7 +24,7 @@ plausible answer too.
   `extract-timestamp`), so pages shift while a run reads them.
 - A fleet that does this on its own, in simulated time (devices on a cadence, 10% offline
   uploading back-dated batches, JSON and CBOR devices, SDK logs, ns times, routed through
-  pipelines): simulator_fleet.py.
+  pipelines): simulator/fleet.py.
 - Webhooks in the three shapes Golioth sends (golioth-api.md §4): simulator_webhooks.py.
 """
 

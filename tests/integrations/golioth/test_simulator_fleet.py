@@ -11,9 +11,8 @@ import pytest
 import requests
 
 from integrations.golioth.payloads import canonical_json, format_time, parse_time
-from integrations.golioth.simulator import GoliothSimulator
-from integrations.golioth.simulator_fleet import FleetModel
-from integrations.golioth.simulator_pipelines import (
+from integrations.golioth.simulator.fleet import FleetModel
+from integrations.golioth.simulator.pipelines import (
     CBOR,
     DEFAULT_CBOR_LOGS,
     JSON,
@@ -21,6 +20,7 @@ from integrations.golioth.simulator_pipelines import (
     Router,
     pipelines_from_yaml,
 )
+from integrations.golioth.simulator.server import GoliothSimulator
 
 START = datetime(2026, 3, 2, tzinfo=UTC)
 T_NS = 1_772_409_600_123_456_789  # 2026-03-02T00:00:00.123456789Z
