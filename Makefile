@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 ADDR ?= 127.0.0.1:8000
 STAMP := $(VENV)/.installed
 
-.PHONY: run test browser-deps install lint bench-pull bench-ingest bench-webhook bench-admin clean
+.PHONY: run test browser-deps install lint bench-pull bench-reconcile bench-ingest bench-webhook bench-admin clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,8 @@ lint: install
 # Benchmarks (PostgreSQL at 127.0.0.1 by default; each prints its figures). Not part of `make test`.
 bench-pull: install
 	$(PY) bench/bench_pull.py
+bench-reconcile: install
+	$(PY) bench/bench_reconcile.py
 bench-ingest: install
 	$(PY) bench/bench_ingest.py
 bench-webhook: install

@@ -137,13 +137,20 @@ def _stream(ctx: Context, args: dict[str, str]) -> bytes:
         items = ctx.store.render_page(matches, page, per_page)
         total = len(matches)
     else:
-        rows = run_query(query, ctx.store.rows(matches), ctx.store.render_time)
+        key = (start, end, tuple(device_ids), tuple(params["tags"]), _query_key(params))
+        rows = ctx.store.memo(
+            key, lambda: run_query(query, ctx.store.rows(matches), ctx.store.render_time)
+        )
         items = _json(rows[page * per_page : (page + 1) * per_page]).decode()
         total = len(rows)
     if ctx.stream_total:
         meta["total"] = total
     # `list` is spliced in as text: the payloads are stored as JSON already.
     return b'{"list":' + items.encode() + b"," + _json(meta)[1:]
+
+
+def _query_key(params: dict[str, Any]) -> str:
+    return json.dumps([params.get("query"), params.get("encodedQuery")], sort_keys=True)
 
 
 def _window(params: dict[str, Any]) -> tuple[int, int]:

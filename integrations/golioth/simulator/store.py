@@ -14,7 +14,7 @@ import threading
 from array import array
 from bisect import bisect_left, bisect_right
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -165,7 +165,7 @@ class SimStore:
         # sparse, so a million readings without them cost nothing.
         self._nanos: dict[tuple[int, int, str], int] = {}
         self._version = 0
-        self._cache: OrderedDict[tuple[Any, ...], Sequence[int]] = OrderedDict()
+        self._cache: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._times)
@@ -239,6 +239,23 @@ class SimStore:
             if len(self._cache) > _CACHE_SIZE:
                 self._cache.popitem(last=False)
             return matches
+
+    def memo(self, key: tuple[Any, ...], compute: Callable[[], Any]) -> Any:
+        """`compute()`, remembered until the next write: an aggregate query is computed over
+        every matched reading, and a client pages it one page per call (a speed-up only; the
+        answer is the same)."""
+        with self._lock:
+            key = (self._version, "memo", *key)
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+        value = compute()
+        with self._lock:
+            if key[0] == self._version:
+                self._cache[key] = value
+                if len(self._cache) > _CACHE_SIZE:
+                    self._cache.popitem(last=False)
+        return value
 
     def _allowed_indices(self, ids: frozenset[str] | None, tags: frozenset[str] | None) -> set[int]:
         allowed = set()
