@@ -99,7 +99,7 @@ def prepare(args: argparse.Namespace):  # noqa: ANN201 - model instances and rea
 
 
 def raw_rows(readings: list, *, integration_id: int, activity_id: int) -> list[tuple]:
-    from integrations.golioth.payloads import canonical_json, dedup_key
+    from telemetry.keys import canonical_json, dedup_key
 
     now = datetime.now(UTC)
     return [

@@ -173,7 +173,7 @@ def reconcile(fleet, integration, *, label: str, devices: int) -> None:
 
 
 def mirror(integration) -> Counter:
-    from integrations.golioth.payloads import canonical_json
+    from telemetry.keys import canonical_json
     from telemetry.models import TelemetryRecord
 
     rows = TelemetryRecord.objects.filter(integration=integration).values_list(

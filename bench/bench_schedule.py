@@ -139,8 +139,8 @@ def start_qcluster(env: dict[str, str], name: str) -> subprocess.Popen:
 
 
 def report(sim, integrations: list) -> None:
-    from integrations.golioth.payloads import canonical_json
     from integrations.models import ActivityLog
+    from telemetry.keys import canonical_json
     from telemetry.models import TelemetryRecord
 
     print(f"{'integration':<12} {'runs':>4}  {'gaps between starts (s)':<34} mirror")

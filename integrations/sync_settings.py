@@ -148,6 +148,10 @@ class SyncSettings:
     mirrored_paths: tuple[str, ...] | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
+    @property
+    def offline_after(self) -> timedelta:
+        return timedelta(minutes=self.offline_after_minutes)
+
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> SyncSettings:
         return _parse(data or {})

@@ -11,7 +11,7 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from integrations.admin_display import BigTableAdmin, pretty_json, short_json
+from gsync.admin_display import BigTableAdmin, pretty_json, short_json
 from telemetry.models import Device, TelemetryRecord
 
 LATEST_READINGS = 20

@@ -20,12 +20,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from integrations.golioth.payloads import (
-    canonical_digest,
-    canonical_json,
-    dedup_key_for_digest,
-    payload_digest,
-)
+from telemetry.keys import canonical_digest, canonical_json, dedup_key_for_digest, payload_digest
 from telemetry.models import Device, TelemetryRecord
 
 logger = logging.getLogger(__name__)

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-
 from django.db import models
 from django.utils import timezone
 
@@ -51,15 +49,6 @@ class Device(models.Model):
     @property
     def tag_list(self) -> str:
         return ", ".join(self.tag_ids)
-
-
-def device_status(
-    last_seen: datetime | None, *, now: datetime, offline_after: timedelta
-) -> Device.Status:
-    """Golioth has no online flag (its `status` is always "-"): the last report decides."""
-    if last_seen is None:
-        return Device.Status.NEVER
-    return Device.Status.ONLINE if now - last_seen <= offline_after else Device.Status.OFFLINE
 
 
 class TelemetryRecord(models.Model):

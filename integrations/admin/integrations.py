@@ -23,14 +23,14 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 
-from integrations.admin.forms import IntegrationForm
-from integrations.admin.scheduling import ACTIONS, HEALTH_COLUMNS, SchedulingAdminMixin
-from integrations.admin_display import (
+from gsync.admin_display import (
     BODY_DISPLAY_LIMIT,
     BigTableAdmin,
     format_duration,
     pretty_json,
 )
+from integrations.admin.forms import IntegrationForm
+from integrations.admin.scheduling import ACTIONS, HEALTH_COLUMNS, SchedulingAdminMixin
 from integrations.golioth.payloads import PayloadError
 from integrations.golioth.webhook_payloads import decode_body
 from integrations.models import ActivityLog, DeviceIntegration, WebhookDelivery

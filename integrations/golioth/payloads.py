@@ -1,4 +1,4 @@
-"""Golioth JSON -> typed records, and the dedup key both paths share.
+"""Golioth JSON -> typed records.
 
 Everything that knows the shape of Golioth's JSON lives here, so the client, the webhook view and
 the simulator agree on one reading of it (see shared/golioth-api.md).
@@ -6,11 +6,8 @@ the simulator agree on one reading of it (see shared/golioth-api.md).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import re
-import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -88,56 +85,6 @@ def _integer(value: Any) -> int | None:
     if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 15:
         return int(value)
     return None
-
-
-# --- dedup ---------------------------------------------------------------------------------------
-
-
-def canonical_json(payload: Any) -> bytes:
-    """Sorted keys, no whitespace: a payload hashes the same whichever path it took."""
-    return json.dumps(
-        payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode()
-
-
-def payload_digest(payload: Any) -> str:
-    return canonical_digest(canonical_json(payload))
-
-
-def canonical_digest(document: bytes) -> str:
-    """`payload_digest` of a payload whose canonical_json is at hand (ingest encodes it once)."""
-    return hashlib.sha256(document).hexdigest()
-
-
-def dedup_key(
-    *, integration_id: int, device_external_id: str, timestamp: datetime, payload: Any
-) -> uuid.UUID:
-    """One reading, one key: integration, device, Golioth time in microseconds, payload hash.
-
-    The stream path is deliberately not part of the key: the stream query does not return it.
-    """
-    return dedup_key_for_digest(
-        integration_id=integration_id,
-        device_external_id=device_external_id,
-        timestamp=timestamp,
-        digest=payload_digest(payload),
-    )
-
-
-def dedup_key_for_digest(
-    *, integration_id: int, device_external_id: str, timestamp: datetime, digest: str
-) -> uuid.UUID:
-    """`dedup_key` from the payload's digest (`payload_digest`), for callers that have it."""
-    micros = _epoch_micros(timestamp)
-    material = f"{integration_id}\x1f{device_external_id}\x1f{micros}\x1f{digest}"
-    return uuid.UUID(bytes=hashlib.sha256(material.encode()).digest()[:16])
-
-
-def _epoch_micros(value: datetime) -> int:
-    if value.tzinfo is None:
-        raise ValueError("naive datetime in a dedup key")
-    delta = value - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def nest_under_path(path: str, payload: Any) -> Any:

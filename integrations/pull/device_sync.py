@@ -2,7 +2,7 @@
 
 One upsert per page of Golioth's device list; the device filter decides which devices a run syncs
 (their rows, and their readings). Golioth has no online flag, so the status is derived from the
-newest of the last report and the newest reading (telemetry.models.device_status).
+newest of the last report and the newest reading (telemetry.status).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from django.db.models import F, Q
 
@@ -18,7 +18,8 @@ from integrations.golioth.client import GoliothClient
 from integrations.golioth.payloads import DeviceRecord
 from integrations.models import DeviceIntegration
 from integrations.sync_settings import DeviceFilter, SyncSettings
-from telemetry.models import Device, device_status
+from telemetry.models import Device
+from telemetry.status import refresh_statuses
 
 UPSERT_FIELDS = [
     "name",
@@ -31,7 +32,6 @@ UPSERT_FIELDS = [
     "firmware",
     "firmware_version",
     "metadata",
-    "status",
     "updated_at",
 ]
 
@@ -64,7 +64,6 @@ def refresh_devices(
 ) -> DeviceScope:
     """Page through Golioth's devices, upsert the ones this run syncs, return the scope."""
     device_filter = sync_settings.device_filter
-    offline_after = timedelta(minutes=sync_settings.offline_after_minutes)
     devices: dict[str, int] = {}
     records = client.iter_devices(**_server_side_filters(device_filter))
     for page in _chunks(records, client.page_size):
@@ -75,11 +74,13 @@ def refresh_devices(
             and (device_ids is None or d.external_id in device_ids)
         ]
         if write:
-            devices.update(_upsert(integration, wanted, now=now, offline_after=offline_after))
+            devices.update(_upsert(integration, wanted))
         else:
             devices.update((d.external_id, 0) for d in wanted)
         if on_page:
             on_page()
+    if write:
+        refresh_statuses(integration.pk, now=now, offline_after=sync_settings.offline_after)
     named = device_ids is not None or bool(device_filter and device_filter.device_ids)
     tags = device_filter.tags if device_filter and device_filter.tag_match == "all" else ()
     return DeviceScope(
@@ -115,9 +116,6 @@ def _chunks(records: Iterable[DeviceRecord], size: int) -> Iterable[list[DeviceR
 def _upsert(
     integration: DeviceIntegration,
     records: list[DeviceRecord],
-    *,
-    now: datetime,
-    offline_after: timedelta,
 ) -> dict[str, int]:
     if not records:
         return {}
@@ -136,7 +134,6 @@ def _upsert(
             firmware=_firmware(r),
             firmware_version=r.firmware_version,
             metadata=r.metadata,
-            status=device_status(r.last_report, now=now, offline_after=offline_after),
         )
         for r in records
     ]
@@ -173,18 +170,3 @@ def ensure_devices(
     )
     found = Device.objects.filter(integration=integration, external_id__in=missing)
     scope.devices.update(found.values_list("external_id", "pk"))
-
-
-def refresh_statuses(
-    integration: DeviceIntegration, *, sync_settings: SyncSettings, now: datetime
-) -> None:
-    """online/offline/never from last_seen, as telemetry.models.device_status decides it; only
-    rows whose status changes are written (a fleet's rows are not rewritten every run)."""
-    cutoff = now - timedelta(minutes=sync_settings.offline_after_minutes)
-    devices = Device.objects.filter(integration=integration)
-    for status, which in (
-        (Device.Status.NEVER, Q(last_seen__isnull=True)),
-        (Device.Status.ONLINE, Q(last_seen__gte=cutoff)),
-        (Device.Status.OFFLINE, Q(last_seen__lt=cutoff)),
-    ):
-        devices.filter(which).exclude(status=status).update(status=status)

@@ -32,7 +32,6 @@ from integrations.pull.device_sync import (
     DeviceScope,
     ensure_devices,
     refresh_devices,
-    refresh_statuses,
 )
 from integrations.pull.lease import Lease
 from integrations.sync_settings import SettingsError, SyncSettings
@@ -43,6 +42,7 @@ from telemetry.ingest import (
     count_new_readings,
     ingest_readings,
 )
+from telemetry.status import refresh_statuses
 
 __all__ = [
     "SyncOutcome",
@@ -270,7 +270,7 @@ def _pull(run: _Run, client: GoliothClient) -> None:
             _count(run, count_new_readings(readings, integration_id=run.integration.pk))
     else:
         _store(run, pages)
-        refresh_statuses(run.integration, sync_settings=run.settings, now=run.now)
+        refresh_statuses(run.integration.pk, now=run.now, offline_after=run.settings.offline_after)
 
 
 def _count(run: _Run, result: IngestResult) -> None:

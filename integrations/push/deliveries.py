@@ -37,6 +37,7 @@ from integrations.models import ActivityLog, DeviceIntegration, WebhookDelivery
 from integrations.sync_settings import SyncSettings
 from telemetry.ingest import IngestResult, Reading, ingest_readings
 from telemetry.models import Device, TelemetryRecord
+from telemetry.status import offline_cutoff, status_sql
 
 logger = logging.getLogger(__name__)
 
@@ -217,27 +218,23 @@ def _see_device(
     needs a search only then): one statement, the lookup being the update. None when the
     integration has no such device.
 
-    The status is `telemetry.models.device_status` of the newest time, in SQL as
-    device_sync.refresh_statuses has it. The approximate rows are found in the
-    `telemetry_inexact_time` partial index. Raw SQL because the ORM's UPDATE returns no columns
-    (RETURNING: PostgreSQL, SQLite >= 3.35).
+    The status is `telemetry.status.status_sql` of the new last_seen. The approximate rows are
+    found in the `telemetry_inexact_time` partial index. Raw SQL because the ORM's UPDATE returns
+    no columns (RETURNING: PostgreSQL, SQLite >= 3.35).
     """
-    adapt = connection.ops.adapt_datetimefield_value
-    cutoff = timezone.now() - timedelta(minutes=sync_settings.offline_after_minutes)
     devices, readings = Device._meta.db_table, TelemetryRecord._meta.db_table
     newest = "CASE WHEN last_seen > %(seen)s THEN last_seen ELSE %(seen)s END"
     sql = (
-        f"UPDATE {devices} SET last_seen = {newest}, "  # noqa: S608
-        f"status = CASE WHEN {newest} >= %(cutoff)s THEN %(online)s ELSE %(offline)s END "
+        f"UPDATE {devices} SET last_seen = {newest}, status = {status_sql(newest)} "  # noqa: S608
         "WHERE integration_id = %(integration)s AND external_id = %(device)s "
         f"RETURNING id, EXISTS (SELECT 1 FROM {readings} "
         f"WHERE {readings}.device_id = {devices}.id AND NOT {readings}.time_exact)"
     )
     params = {
-        "seen": adapt(reading.timestamp),
-        "cutoff": adapt(cutoff),
-        "online": Device.Status.ONLINE,
-        "offline": Device.Status.OFFLINE,
+        "seen": connection.ops.adapt_datetimefield_value(reading.timestamp),
+        "offline_cutoff": offline_cutoff(
+            now=timezone.now(), offline_after=sync_settings.offline_after
+        ),
         "integration": integration.pk,
         "device": reading.device_external_id,
     }

@@ -7,7 +7,7 @@ from typing import Any
 from django import template
 from django.contrib.admin.views.main import ChangeList
 
-from integrations.admin_display import date_drilldown
+from gsync.admin_display import date_drilldown
 
 register = template.Library()
 

@@ -20,10 +20,10 @@ from django.db import connection
 from django.utils import timezone
 from django_q.tasks import async_task
 
-from integrations.golioth.payloads import canonical_json
 from integrations.golioth.simulator.server import GoliothSimulator
 from integrations.models import ActivityLog, DeviceIntegration
 from integrations.scheduling import DISPATCH_FUNC, enqueue_sync, ensure_schedules
+from telemetry.keys import canonical_json
 from telemetry.models import TelemetryRecord
 
 ROOT = Path(__file__).resolve().parents[2]

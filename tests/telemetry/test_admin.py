@@ -8,7 +8,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from integrations.admin_display import CappedCountPaginator
+from gsync.admin_display import CappedCountPaginator
 from telemetry.models import Device, TelemetryRecord
 
 DEVICES_URL = "/admin/telemetry/device/"

@@ -48,10 +48,10 @@ from typing import Any
 
 import cbor2
 
-from integrations.golioth.payloads import canonical_json
 from integrations.golioth.simulator.pipelines import CBOR, DEFAULT_CBOR_LOGS, JSON, Message, Router
 from integrations.golioth.simulator.server import GoliothSimulator
 from integrations.golioth.simulator.store import from_micros, to_micros
+from telemetry.keys import canonical_json
 
 Key = tuple[str, datetime, bytes]  # (device id, time in µs, canonical JSON of the payload)
 _REPORT, _RECONNECT = 0, 1

@@ -21,8 +21,8 @@ from integrations.golioth.client import (
     RateLimitedError,
     UnavailableError,
 )
-from integrations.golioth.payloads import canonical_json
 from integrations.golioth.simulator.server import FaultConfig
+from telemetry.keys import canonical_json
 
 
 def as_set(readings) -> set[tuple[str, object, bytes]]:

@@ -10,7 +10,6 @@ import pytest
 
 from integrations.golioth.payloads import (
     PayloadError,
-    dedup_key,
     format_time,
     nest_under_path,
     parse_device,
@@ -19,6 +18,7 @@ from integrations.golioth.payloads import (
     parse_time,
     timestamp_from_seconds,
 )
+from telemetry.keys import dedup_key
 
 DEVICE = "686d5da09c3ca8d766c1672b"
 READING_TIME = datetime(2025, 11, 14, 15, 27, 59, 512133, tzinfo=UTC)

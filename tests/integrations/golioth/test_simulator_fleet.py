@@ -10,7 +10,7 @@ import cbor2
 import pytest
 import requests
 
-from integrations.golioth.payloads import canonical_json, format_time, parse_time
+from integrations.golioth.payloads import format_time, parse_time
 from integrations.golioth.simulator.fleet import FleetModel
 from integrations.golioth.simulator.pipelines import (
     CBOR,
@@ -21,6 +21,7 @@ from integrations.golioth.simulator.pipelines import (
     pipelines_from_yaml,
 )
 from integrations.golioth.simulator.server import GoliothSimulator
+from telemetry.keys import canonical_json
 
 START = datetime(2026, 3, 2, tzinfo=UTC)
 T_NS = 1_772_409_600_123_456_789  # 2026-03-02T00:00:00.123456789Z

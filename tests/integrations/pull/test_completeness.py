@@ -12,9 +12,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from integrations.golioth.payloads import canonical_json
 from integrations.models import DeviceIntegration
 from integrations.pull.sync import sync_integration
+from telemetry.keys import canonical_json
 from telemetry.models import TelemetryRecord
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)

@@ -11,13 +11,13 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
-from integrations.golioth.payloads import canonical_json
 from integrations.golioth.simulator.fleet import FleetModel
 from integrations.golioth.simulator.pipelines import pipelines_from_yaml
 from integrations.models import DeviceIntegration
 from integrations.pull.reconcile import reconcile_integration
 from integrations.pull.sync import sync_integration
 from integrations.push.pipeline import pipeline_yaml
+from telemetry.keys import canonical_json
 from telemetry.models import TelemetryRecord
 
 START = datetime(2026, 3, 2, tzinfo=UTC)

@@ -9,12 +9,12 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 
-from integrations.golioth.payloads import canonical_json
 from integrations.golioth.simulator.api import error_body
 from integrations.golioth.simulator.server import _Reply
 from integrations.models import ActivityLog, ConsistentBucket, DeviceIntegration
 from integrations.pull.reconcile import reconcile_integration
 from integrations.pull.sync import sync_integration
+from telemetry.keys import canonical_json
 from telemetry.models import TelemetryRecord
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)

@@ -7,11 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from integrations.golioth.payloads import canonical_json
 from integrations.golioth.simulator.store import to_micros
 from integrations.models import ActivityLog, DeviceIntegration
 from integrations.pull import sync
 from integrations.pull.sync import sync_integration
+from telemetry.keys import canonical_json
 from telemetry.models import Device, TelemetryRecord
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)

@@ -8,11 +8,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from integrations.golioth.payloads import canonical_json
 from integrations.golioth.simulator.server import FAULT_KINDS, FaultConfig
 from integrations.models import ActivityLog, DeviceIntegration
 from integrations.pull import sync
 from integrations.pull.sync import sync_integration
+from telemetry.keys import canonical_json
 from telemetry.models import TelemetryRecord
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)

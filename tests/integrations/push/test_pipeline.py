@@ -13,9 +13,9 @@ import pytest
 import yaml
 from django.utils import timezone
 
-from integrations.golioth.payloads import dedup_key
 from integrations.models import DeviceIntegration, WebhookDelivery
 from integrations.push.pipeline import pipeline_yaml
+from telemetry.keys import dedup_key
 from telemetry.models import TelemetryRecord
 
 SECRET = "whsec-pipeline-0123456789-abcdef"
