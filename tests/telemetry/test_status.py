@@ -9,9 +9,7 @@ NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
 
 
-def test_online_through_the_cutoff_offline_after_never_without_a_sighting(
-    integration, make_device
-):
+def test_online_through_the_cutoff_offline_after_never_without_a_sighting(integration, make_device):
     make_device(integration, "edge", last_seen=NOW - HOUR, status=Device.Status.NEVER)
     make_device(integration, "late", last_seen=NOW - HOUR - timedelta(microseconds=1))
     make_device(integration, "new", last_seen=None, status=Device.Status.ONLINE)
