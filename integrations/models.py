@@ -161,24 +161,6 @@ class DeviceIntegration(models.Model):
     def webhook_url(self) -> str:
         return f"{django_settings.GSYNC_PUBLIC_URL}{self.webhook_path}"
 
-    # -- state -------------------------------------------------------------------------------
-
-    @property
-    def is_locked(self) -> bool:
-        return self.locked_until is not None and self.locked_until > timezone.now()
-
-    def next_due_at(self) -> datetime | None:
-        """When the dispatcher queues the next scheduled run; None: at the next dispatch.
-
-        The interval counts from when the last run was queued (`last_sync_at`, when each run
-        ends, only before the dispatcher ever queued one), so a 60 s interval is honoured however
-        long each run takes.
-        """
-        last = self.last_queued_at or self.last_sync_at
-        if last is None:
-            return None
-        return last + timezone.timedelta(seconds=self.sync_settings.sync_interval_seconds)
-
 
 class ActivityLogManager(models.Manager["ActivityLog"]):
     def log(self, integration: DeviceIntegration | None, **fields: Any) -> ActivityLog:

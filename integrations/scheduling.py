@@ -19,11 +19,11 @@ from django.utils import timezone
 from django_q.models import Schedule
 from django_q.tasks import async_task
 
+from integrations.due import Hold, due, log_skip, reconcile_due
 from integrations.models import ActivityLog, DeviceIntegration, Heartbeat
 from integrations.pull.reconcile import reconcile_integration
-from integrations.pull.sync import skip_reason, sync_integration
+from integrations.pull.sync import sync_integration
 from integrations.push.view import prune_deliveries, roll_up_webhook_minutes
-from integrations.sync_settings import SettingsError
 
 logger = logging.getLogger(__name__)
 
@@ -78,8 +78,7 @@ def ensure_schedules(*, schedule_model: type[Schedule] | None = None) -> None:
 def dispatch_due_integrations(*, now: datetime | None = None) -> list[int]:
     """Queue one run per due integration; return their ids. Runs every minute on some worker.
 
-    Due: `syncEnabled`, `active`, inside its time window, its interval elapsed (see
-    `DeviceIntegration.next_due_at`), and not already queued or running.
+    Due as `integrations.due.due` says, and not already queued or running (the claim).
     """
     now = now or timezone.now()
     tick = dispatch_tick(now)
@@ -109,45 +108,18 @@ def dispatch_tick(now: datetime) -> datetime:
 
 
 def _due_integration_ids(*, now: datetime, tick: datetime) -> list[int]:
-    due = []
+    due_ids = []
     for integration in DeviceIntegration.objects.filter(_idle(now)).order_by("pk"):
-        reason = skip_reason(integration, now=now)
-        if reason is not None:
-            if reason != integration.last_skip_reason:
-                # Says why in the activity log, once per reason; never calls Golioth.
-                sync_integration(integration, trigger=ActivityLog.Trigger.SCHEDULE, now=now)
-            continue
-        if _died_running(integration) or _interval_elapsed(integration, tick=tick):
-            due.append(integration.pk)
-        elif reconcile_due(integration, now=tick):
+        decision = due(integration, now=now, tick=tick)
+        if decision.runs:
+            due_ids.append(integration.pk)
+        elif (reason := decision.skip_reason) and reason != integration.last_skip_reason:
+            # Says why in the activity log, once per reason; never calls Golioth.
+            log_skip(integration, reason, trigger=ActivityLog.Trigger.SCHEDULE)
+        elif decision.hold == Hold.WAITING and reconcile_due(integration, now=tick):
             # A sync due the same minute goes first; the reconcile then waits one dispatch.
             _enqueue_reconcile(integration.pk, now=now)
-    return due
-
-
-def reconcile_due(integration: DeviceIntegration, *, now: datetime) -> bool:
-    """A scheduled reconcile is due: it is on, the pull has a cursor to check up to, and its
-    interval has passed since the last one. (Enabled, active and in window: as for the sync.)"""
-    try:
-        minutes = integration.sync_settings.reconcile_interval_minutes
-    except SettingsError:
-        return False
-    if not minutes or integration.sync_cursor is None:
-        return False
-    last = integration.last_reconcile_at
-    return last is None or last + timedelta(minutes=minutes) <= now
-
-
-def _interval_elapsed(integration: DeviceIntegration, *, tick: datetime) -> bool:
-    next_due = integration.next_due_at()
-    return next_due is None or next_due <= tick
-
-
-def _died_running(integration: DeviceIntegration) -> bool:
-    """A run releases its lease (clearing `locked_by`) however it ends; a lease left to expire
-    (we only look at idle integrations) means its worker died: run again now, not an interval
-    later, so the window it left unfinished is read while it is fresh."""
-    return bool(integration.locked_by)
+    return due_ids
 
 
 def _idle(now: datetime) -> Q:

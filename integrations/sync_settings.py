@@ -61,6 +61,23 @@ class TimeWindow:
             return (weekday - 1) % 7 in self.days
         return False
 
+    def next_opening(self, after: datetime) -> datetime | None:
+        """The first moment at or after `after` when the window opens (None: it never does).
+
+        A whole-day window (`start == end`) opens at midnight of each of its days.
+        """
+        zone = ZoneInfo(self.timezone)
+        first_day = after.astimezone(zone).date()
+        opens_at = self.start if self.start != self.end else time(0)
+        for offset in range(8):
+            day = first_day + timedelta(days=offset)
+            if (day.weekday() + 1) % 7 not in self.days:
+                continue
+            opening = datetime.combine(day, opens_at, tzinfo=zone)
+            if opening >= after:
+                return opening
+        return None
+
     def to_json(self) -> dict[str, Any]:
         return {
             "start": self.start.strftime("%H:%M"),

@@ -17,11 +17,12 @@ from django.db.models.functions import TruncHour
 from django.utils import timezone
 from django.utils.timesince import timesince
 
+from integrations.due import Due, Hold, due
 from integrations.models import ActivityLog, DeviceIntegration, Heartbeat
 from integrations.pull.reconcile import verification_warning
 from integrations.pull.retention import retention_warnings
 from integrations.scheduling import DISPATCH_BEAT
-from integrations.sync_settings import SettingsError, SyncSettings
+from integrations.sync_settings import SyncSettings
 
 Activity = ActivityLog.ActivityType
 Status = ActivityLog.Status
@@ -257,25 +258,27 @@ class Health:
 
 
 def integration_health(integration: DeviceIntegration, *, now: datetime) -> Health:
-    """One word and why: the rules staff would apply reading the integration's fields."""
-    try:
-        settings = integration.sync_settings
-    except SettingsError as exc:
-        return Health(HealthState.FAILING, f"Settings are invalid: {exc}")
-    if integration.status == DeviceIntegration.Status.PAUSED:
+    """One word and why: the rules staff would apply reading the integration's fields. Whether
+    it runs, and when next, is `integrations.due.due`'s answer."""
+    decision = due(integration, now=now)
+    hold = decision.hold
+    if hold == Hold.INVALID:
+        return Health(HealthState.FAILING, decision.reason[:1].upper() + decision.reason[1:])
+    if hold == Hold.PAUSED:
         return Health(HealthState.PAUSED, "Paused by staff.")
-    if not settings.sync_enabled:
+    if hold == Hold.DISABLED:
         return Health(HealthState.PAUSED, "Scheduled sync is turned off in its settings.")
-    if integration.status == DeviceIntegration.Status.ERROR:
+    if hold == Hold.STOPPED:
         return Health(HealthState.FAILING, _failure_reason(integration, stopped=True))
     if integration.last_sync_status == Status.FAILED or integration.consecutive_failures:
         return Health(HealthState.FAILING, _failure_reason(integration, stopped=False))
-    if not settings.in_window(now):
-        return Health(HealthState.OUTSIDE_WINDOW, f"Syncs only {settings.time_window.describe()}.")
-    if integration.locked_until and integration.locked_until > now:
+    settings = integration.sync_settings
+    if hold == Hold.OUTSIDE_WINDOW and settings.time_window:
+        text = f"Syncs only {settings.time_window.describe()}; next run: {decision.describe()}."
+        return Health(HealthState.OUTSIDE_WINDOW, text)
+    if hold == Hold.RUNNING:
         return Health(HealthState.RUNNING, "A sync is running now.")
-    late = _late_reason(integration, settings, now=now)
-    if late:
+    if late := _late_reason(integration, settings, decision, now=now):
         return Health(HealthState.LATE, late)
     if past_retention := retention_warnings(integration, now=now):
         return Health(HealthState.WARNING, " ".join(past_retention))
@@ -286,12 +289,15 @@ def integration_health(integration: DeviceIntegration, *, now: datetime) -> Heal
     return Health(HealthState.OK, f"Last run {timesince(integration.last_sync_at, now)} ago.")
 
 
-def _late_reason(integration: DeviceIntegration, settings: SyncSettings, *, now: datetime) -> str:
+def _late_reason(
+    integration: DeviceIntegration, settings: SyncSettings, decision: Due, *, now: datetime
+) -> str:
     """Why it is late, or "" when it is not: due more than LATE_AFTER ago, with its time window
     open at least that long (a window that just opened is not a missed run)."""
-    interval = timedelta(seconds=settings.sync_interval_seconds)
-    due = integration.next_due_at() or integration.created_at + interval
-    if now - due <= LATE_AFTER or not settings.in_window(now - LATE_AFTER):
+    since = decision.since
+    if not decision.runs or since is None or now - since <= LATE_AFTER:
+        return ""
+    if not settings.in_window(now - LATE_AFTER):
         return ""
     last = (
         f"last run {timesince(integration.last_sync_at, now)} ago"
@@ -299,7 +305,7 @@ def _late_reason(integration: DeviceIntegration, settings: SyncSettings, *, now:
         else "never run"
     )
     return (
-        f"Due {timesince(due, now)} ago ({last}; interval {settings.sync_interval_seconds} s). "
+        f"Due {timesince(since, now)} ago ({last}; interval {settings.sync_interval_seconds} s). "
         "Is a qcluster worker running?"
     )
 

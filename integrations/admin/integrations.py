@@ -31,6 +31,7 @@ from gsync.admin_display import (
 )
 from integrations.admin.forms import IntegrationForm
 from integrations.admin.scheduling import ACTIONS, HEALTH_COLUMNS, SchedulingAdminMixin
+from integrations.due import due
 from integrations.golioth.payloads import PayloadError
 from integrations.golioth.webhook_payloads import decode_body
 from integrations.models import ActivityLog, DeviceIntegration, WebhookDelivery
@@ -319,9 +320,9 @@ class DeviceIntegrationAdmin(SchedulingAdminMixin, admin.ModelAdmin):
             entry.error_message or entry.message,
         )
 
-    @admin.display(description="Next due")
-    def next_due(self, obj: DeviceIntegration) -> Any:
-        return obj.next_due_at() or "At the next dispatch"
+    @admin.display(description="Next run")
+    def next_due(self, obj: DeviceIntegration) -> str:
+        return due(obj, now=timezone.now()).describe()
 
 
 @admin.register(ActivityLog)

@@ -26,8 +26,9 @@ from django.utils.text import Truncator
 from django.utils.timesince import timesince
 
 from integrations.admin.dashboard import DAY, SOURCES, integration_health
+from integrations.due import due
 from integrations.models import ActivityLog, DeviceIntegration
-from integrations.pull import sync
+from integrations.pull.connection import test_connection
 from integrations.scheduling import enqueue_backfill, enqueue_reconcile, enqueue_sync
 
 HEALTH_COLUMNS = ["health", "last_run", "next_due_list", "readings_24h", "last_error"]
@@ -100,14 +101,9 @@ class SchedulingAdminMixin:
             return "never"
         return f"{timesince(obj.last_sync_at)} ago ({obj.last_sync_status or '?'})"
 
-    @admin.display(description="Next due")
+    @admin.display(description="Next run")
     def next_due_list(self, obj: DeviceIntegration) -> str:
-        if obj.status != Status.ACTIVE:
-            return "-"
-        due = obj.next_due_at()
-        if due is None or due <= timezone.now():
-            return "at the next dispatch"
-        return f"in {timesince(timezone.now(), due)}"
+        return due(obj, now=timezone.now()).describe()
 
     @admin.display(description="Readings, 24 h")
     def readings_24h(self, obj: DeviceIntegration) -> str:
@@ -167,7 +163,7 @@ class SchedulingAdminMixin:
     @admin.action(description="Test connection", permissions=["run_sync"])
     def test_connection(self, request: HttpRequest, queryset: QuerySet[DeviceIntegration]) -> None:
         for integration in queryset:
-            entry = sync.test_connection(integration, trigger=ActivityLog.Trigger.ADMIN)
+            entry = test_connection(integration, trigger=ActivityLog.Trigger.ADMIN)
             if entry.status == ActivityLog.Status.SUCCESS:
                 self.message_user(request, f"“{integration}”: {entry.message}.", messages.SUCCESS)
             else:

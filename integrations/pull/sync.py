@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from django.db.models import F
 from django.utils import timezone
 
+from integrations.due import due, log_skip
 from integrations.golioth.client import GoliothClient
 from integrations.golioth.payloads import StreamReading
 from integrations.models import ActivityLog, DeviceIntegration
@@ -26,7 +27,6 @@ from integrations.pull.connection import (
     EXPECTED_ERRORS,
     describe_error,
     make_client,
-    test_connection,
 )
 from integrations.pull.device_sync import (
     DeviceScope,
@@ -43,15 +43,6 @@ from telemetry.ingest import (
     ingest_readings,
 )
 from telemetry.status import refresh_statuses
-
-__all__ = [
-    "SyncOutcome",
-    "SyncProgress",
-    "make_client",
-    "skip_reason",
-    "sync_integration",
-    "test_connection",
-]
 
 logger = logging.getLogger(__name__)
 
@@ -158,7 +149,7 @@ def sync_integration(
     else:
         integration = DeviceIntegration.objects.get(pk=integration)
     now = now or timezone.now()
-    if not force and (reason := skip_reason(integration, now=now)):
+    if not force and (reason := due(integration, now=now).skip_reason):
         return _skip(integration, reason, trigger=trigger)
     try:
         sync_settings = integration.sync_settings
@@ -454,37 +445,6 @@ def _finish_activity(run: _Run, *, error: str) -> None:
 # --- skips ---------------------------------------------------------------------------------------
 
 
-def skip_reason(integration: DeviceIntegration, *, now: datetime) -> str | None:
-    """Why a scheduled run would not run now (None: it would). The dispatcher asks this too."""
-    try:
-        sync_settings = integration.sync_settings
-    except SettingsError as exc:
-        return f"settings are invalid: {exc}"[:200]
-    if not sync_settings.sync_enabled:
-        return "sync is disabled (syncEnabled is off)"
-    if integration.status != DeviceIntegration.Status.ACTIVE:
-        return f"integration is {integration.get_status_display().lower()}, not active"
-    if not sync_settings.in_window(now):
-        return f"outside the sync time window ({sync_settings.time_window.describe()})"[:200]
-    return None
-
-
 def _skip(integration: DeviceIntegration, reason: str, *, trigger: str) -> SyncOutcome:
-    """Log a skip once per reason: an integration paused for a week, polled every minute,
-    leaves one entry, not ten thousand. A run that syncs clears the remembered reason."""
-    reason = reason[:200]
-    changed = (
-        DeviceIntegration.objects.filter(pk=integration.pk)
-        .exclude(last_skip_reason=reason)
-        .update(last_skip_reason=reason)
-    )
-    entry = None
-    if changed:
-        entry = ActivityLog.objects.log(
-            integration,
-            activity_type=ActivityLog.ActivityType.SYNC_SKIPPED,
-            status=Status.SKIPPED,
-            trigger=trigger,
-            message=f"Sync skipped: {reason}",
-        )
-    return SyncOutcome(integration.pk, Status.SKIPPED, activity=entry, skip_reason=reason)
+    entry = log_skip(integration, reason, trigger=trigger)
+    return SyncOutcome(integration.pk, Status.SKIPPED, activity=entry, skip_reason=reason[:200])

@@ -144,6 +144,8 @@ def test_integration_update_changes_only_given_flags(api_key_env, db):
     assert "Updated integration 'fleet'" in output
     assert after["settings"]["syncIntervalSeconds"] == 900
     assert after["status"] == "paused"
+    assert after["sync_state"].pop("next_run") == "not scheduled: paused (Resume to schedule it)"
+    before["sync_state"].pop("next_run")
     after["settings"]["syncIntervalSeconds"] = before["settings"]["syncIntervalSeconds"]
     for key in ("status", "updated_at"):
         after.pop(key), before.pop(key)

@@ -26,6 +26,7 @@ from django_q.signing import SignedPackage
 from integrations.golioth.simulator.server import FaultConfig, GoliothSimulator
 from integrations.models import DeviceIntegration, WebhookDelivery
 from integrations.pull import sync
+from integrations.pull.connection import test_connection as check_connection
 from integrations.scheduling import enqueue_sync
 from telemetry.models import TelemetryRecord
 
@@ -102,7 +103,7 @@ def test_no_secret_in_any_table_or_log(
         simulator.faults = FaultConfig(rate=0.3, kinds=("500", "429", "truncate"), seed=5)
         call_command("runsync", "leak-fleet", "--force", stdout=output, stderr=output)
         simulator.faults = FaultConfig()
-        assert sync.test_connection(integration).status == "success"
+        assert check_connection(integration).status == "success"
         enqueue_sync(integration, trigger="admin")  # a queued task, left in the queue
         monkeypatch.setattr(Conf, "SYNC", True)
         admin_client.post(CHANGELIST, {"action": "sync_now", "_selected_action": [integration.pk]})

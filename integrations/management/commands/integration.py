@@ -23,6 +23,7 @@ from django.utils.html import strip_tags
 
 from integrations import crypto
 from integrations.admin.forms import IntegrationForm
+from integrations.due import due
 from integrations.models import ActivityLog, DeviceIntegration
 from integrations.pull.retention import reaches_past_retention
 from integrations.push.pipeline import pipeline_yaml
@@ -127,6 +128,7 @@ def integration_json(integration: DeviceIntegration) -> dict[str, Any]:
     def iso(value: Any) -> str | None:
         return value.isoformat() if value else None
 
+    next_run = due(integration, now=timezone.now())
     return {
         "name": integration.name,
         "integration_type": integration.integration_type,
@@ -152,7 +154,8 @@ def integration_json(integration: DeviceIntegration) -> dict[str, Any]:
             "consecutive_failures": integration.consecutive_failures,
             "locked_until": iso(integration.locked_until),
             "locked_by": integration.locked_by,
-            "next_due_at": iso(integration.next_due_at()),
+            "next_run_at": iso(next_run.next_at),
+            "next_run": next_run.describe(),
         },
         "created_at": iso(integration.created_at),
         "updated_at": iso(integration.updated_at),

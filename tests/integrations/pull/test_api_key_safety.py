@@ -139,7 +139,7 @@ def test_remote_project_name_is_bounded_and_plain(admin_client, make_integration
 
 
 def test_remote_error_message_is_bounded_and_plain(make_integration, thief):
-    from integrations.pull.sync import test_connection
+    from integrations.pull.connection import test_connection
 
     thief.status = 400
     thief.body = json.dumps({"code": 3, "message": "\x00\x1b[2J" + "m" * 10_000}).encode()

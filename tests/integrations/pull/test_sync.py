@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from integrations.due import due
 from integrations.golioth.simulator.store import to_micros
 from integrations.models import ActivityLog, DeviceIntegration
-from integrations.pull import sync
 from integrations.pull.sync import sync_integration
 from telemetry.keys import canonical_json
 from telemetry.models import Device, TelemetryRecord
@@ -321,7 +321,7 @@ def test_skip_reason_overnight_window_in_its_own_timezone(golioth_integration, u
     configure(golioth_integration, timeWindow=BERLIN_NIGHT)
     moment = datetime.fromisoformat(utc).replace(tzinfo=UTC)
 
-    reason = sync.skip_reason(golioth_integration, now=moment)
+    reason = due(golioth_integration, now=moment).skip_reason
 
     assert (reason is None) == inside
     if not inside:
@@ -333,8 +333,8 @@ def test_skip_reason_overnight_window_belongs_to_the_day_it_opens(golioth_integr
     saturday_3am = datetime(2026, 3, 7, 2, 0, tzinfo=UTC)
     sunday_3am = datetime(2026, 3, 8, 2, 0, tzinfo=UTC)
 
-    assert sync.skip_reason(golioth_integration, now=saturday_3am) is None
-    assert sync.skip_reason(golioth_integration, now=sunday_3am) is not None
+    assert due(golioth_integration, now=saturday_3am).skip_reason is None
+    assert due(golioth_integration, now=sunday_3am).skip_reason is not None
 
 
 def test_sync_outside_the_window_is_skipped_and_logged_once(

@@ -10,7 +10,7 @@ import pytest
 
 from integrations.golioth.simulator.server import FAULT_KINDS, FaultConfig
 from integrations.models import ActivityLog, DeviceIntegration
-from integrations.pull import sync
+from integrations.pull.connection import test_connection as check_connection
 from integrations.pull.sync import sync_integration
 from telemetry.keys import canonical_json
 from telemetry.models import TelemetryRecord
@@ -157,7 +157,7 @@ def test_sync_never_writes_the_key_into_the_activity_log(golioth, seeded):
     seeded.set_api_key(secret)
     seeded.save()
     sync_integration(seeded, now=NOW)
-    sync.test_connection(seeded)
+    check_connection(seeded)
 
     for entry in ActivityLog.objects.all():
         text = f"{entry.message} {entry.error_message} {entry.metadata}"
@@ -168,7 +168,7 @@ def test_sync_never_writes_the_key_into_the_activity_log(golioth, seeded):
 
 
 def test_connection_succeeds_and_is_logged(golioth, golioth_integration):
-    entry = sync.test_connection(golioth_integration)
+    entry = check_connection(golioth_integration)
 
     assert (entry.activity_type, entry.status, entry.direction) == (
         "test_connection",
@@ -182,7 +182,7 @@ def test_connection_succeeds_and_is_logged(golioth, golioth_integration):
 def test_connection_with_a_bad_key_names_the_key(golioth, golioth_integration):
     golioth_integration.set_api_key("bad-key-9999")
 
-    entry = sync.test_connection(golioth_integration)
+    entry = check_connection(golioth_integration)
 
     assert entry.status == "failed"
     assert "rejected the API key (401)" in entry.error_message
@@ -192,7 +192,7 @@ def test_connection_with_a_bad_key_names_the_key(golioth, golioth_integration):
 def test_connection_to_the_wrong_project_names_the_project(golioth, golioth_integration):
     golioth_integration.project_id = "someone-elses-project"
 
-    entry = sync.test_connection(golioth_integration)
+    entry = check_connection(golioth_integration)
 
     assert entry.status == "failed"
     assert "project someone-elses-project (403)" in entry.error_message
@@ -205,7 +205,7 @@ def test_connection_to_an_unreachable_base_url_names_it(golioth_integration, set
         port = probe.getsockname()[1]
     golioth_integration.base_url = f"http://127.0.0.1:{port}"
 
-    entry = sync.test_connection(golioth_integration)
+    entry = check_connection(golioth_integration)
 
     assert entry.status == "failed"
     assert f"cannot reach Golioth at http://127.0.0.1:{port}" in entry.error_message
@@ -214,7 +214,7 @@ def test_connection_to_an_unreachable_base_url_names_it(golioth_integration, set
 def test_connection_without_a_key_says_so(golioth_integration):
     golioth_integration.api_key_encrypted = ""
 
-    entry = sync.test_connection(golioth_integration, trigger="manual")
+    entry = check_connection(golioth_integration, trigger="manual")
 
     assert (entry.status, entry.trigger) == ("failed", "manual")
     assert entry.error_message == "no API key is set for this integration: add one in the admin"
