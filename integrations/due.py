@@ -19,7 +19,8 @@ from zoneinfo import ZoneInfo
 from django.utils.timesince import timeuntil
 
 from integrations.models import ActivityLog, DeviceIntegration
-from integrations.sync_settings import SettingsError, TimeWindow
+from integrations.sync_settings import SettingsError
+from integrations.time_window import TimeWindow
 
 
 class Hold(StrEnum):

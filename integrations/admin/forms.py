@@ -16,27 +16,17 @@ from django import forms
 from django.utils.html import format_html, format_html_join
 
 from integrations import crypto
+from integrations.device_filter import DeviceFilter
 from integrations.golioth.api_hosts import ApiHostError, ApiHostPolicy
 from integrations.models import DeviceIntegration
+from integrations.setting_table import SETTINGS, Setting
 from integrations.settings_changes import snapshot
-from integrations.sync_settings import DAY_NAMES, DeviceFilter, SettingsError, SyncSettings
+from integrations.sync_settings import SettingsError, SyncSettings
+from integrations.time_window import DAY_NAMES
 
 # settings JSON path -> form field: reading, writing and error mapping all go through it.
 SETTINGS_FIELDS = {
-    "syncEnabled": "sync_enabled",
-    "syncIntervalSeconds": "sync_interval_seconds",
-    "overlapSeconds": "overlap_seconds",
-    "settleSeconds": "settle_seconds",
-    "maxRequestsPerSecond": "max_requests_per_second",
-    "backfillFrom": "backfill_from",
-    "maxConsecutiveFailures": "max_consecutive_failures",
-    "timeToleranceSeconds": "time_tolerance_seconds",
-    "offlineAfterMinutes": "offline_after_minutes",
-    "payloadsNestedUnderPath": "payloads_nested_under_path",
-    "webhookCreatesDevices": "webhook_creates_devices",
-    "reconcileLookbackHours": "reconcile_lookback_hours",
-    "reconcileIntervalMinutes": "reconcile_interval_minutes",
-    "mirroredPaths": "mirrored_paths",
+    **{setting.key: setting.attr for setting in SETTINGS},
     "timeWindow.start": "window_start",
     "timeWindow.end": "window_end",
     "timeWindow.timezone": "window_timezone",
@@ -176,7 +166,30 @@ def _secret_label(secret: dict[str, str]) -> str:
     return f"••••{secret.get('hint', '')} (added {added} UTC)"
 
 
-class IntegrationForm(forms.ModelForm):
+def setting_field(setting: Setting) -> forms.Field:
+    """The form field of one row of the settings table; the settings validate its value."""
+    words = {"label": setting.label, "help_text": setting.help}
+    if setting.kind == "bool":
+        return forms.BooleanField(required=False, **words)
+    if setting.kind == "int":
+        return forms.IntegerField(**words)
+    if setting.kind == "float":
+        return forms.FloatField(**words)
+    if setting.kind == "datetime":
+        return forms.DateTimeField(required=False, **words)
+    if setting.kind == "paths":
+        return PathPatternsField(**words)
+    raise ValueError(f"no form field for settings of kind {setting.kind!r}")
+
+
+class SettingFields:
+    """A form base whose declared fields are the settings table's (Django's form metaclass
+    collects `declared_fields` from every base)."""
+
+    declared_fields = {setting.attr: setting_field(setting) for setting in SETTINGS}
+
+
+class IntegrationForm(SettingFields, forms.ModelForm):
     base_url = forms.URLField(
         label="API base URL",
         max_length=200,
@@ -189,44 +202,6 @@ class IntegrationForm(forms.ModelForm):
         required=False,
         max_length=500,
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
-    )
-    sync_enabled = forms.BooleanField(required=False, help_text="Run the scheduled pull.")
-    sync_interval_seconds = forms.IntegerField(
-        label="Sync interval (seconds)", help_text="How often the pull runs; 60 or more."
-    )
-    overlap_seconds = forms.IntegerField(
-        label="Overlap (seconds)",
-        help_text="Each run re-reads this much before the previous window's end (late readings).",
-    )
-    settle_seconds = forms.IntegerField(
-        label="Settle (seconds)", help_text="How far behind now a sync window closes."
-    )
-    max_requests_per_second = forms.FloatField(
-        help_text="Client-side limit on Golioth API calls (Golioth publishes none)."
-    )
-    backfill_from = forms.DateTimeField(
-        required=False,
-        help_text="Where the first run starts (2026-01-31 00:00, UTC); blank: one interval ago.",
-    )
-    max_consecutive_failures = forms.IntegerField(
-        help_text="Failed runs in a row before the integration's status becomes “error”."
-    )
-    time_tolerance_seconds = forms.IntegerField(
-        label="Time tolerance (seconds)",
-        help_text="A webhook reading without Golioth's time matches the pulled one within this.",
-    )
-    offline_after_minutes = forms.IntegerField(
-        help_text="A device that has not reported for this long shows as offline."
-    )
-    reconcile_lookback_hours = forms.IntegerField(
-        label="Reconcile lookback (hours)",
-        help_text="How far back “Verify completeness” compares Golioth's counts with gsync's "
-        "(Golioth keeps LightDB Stream 30 days unless your plan says more).",
-    )
-    reconcile_interval_minutes = forms.IntegerField(
-        label="Reconcile every (minutes)",
-        help_text="How often the scheduler verifies completeness; 0: never (the action still "
-        "works).",
     )
     window_enabled = forms.BooleanField(required=False, label="Only sync within a time window")
     window_start = forms.CharField(
@@ -266,20 +241,6 @@ class IntegrationForm(forms.ModelForm):
         label="Reported within (hours)",
         required=False,
         help_text="Only devices that reported this recently; blank: any.",
-    )
-    webhook_creates_devices = forms.BooleanField(
-        required=False, help_text="A webhook from an unknown device adds it (else it is rejected)."
-    )
-    payloads_nested_under_path = forms.BooleanField(
-        required=False,
-        help_text="The pipeline stores payloads nested under their path (Golioth's legacy one).",
-    )
-    mirrored_paths = PathPatternsField(
-        label="Mirrored paths",
-        help_text="Stream paths this integration keeps, as Golioth's path filter writes them: "
-        "/sensor exactly, /env/* every path starting /env/; commas or new lines between them. "
-        "Blank: every path but /logs (the SDK's log lines). Webhook deliveries of other paths are "
-        "kept as ignored; the pipeline below lists one filter per pattern.",
     )
     generate_webhook_secret = forms.BooleanField(
         required=False,

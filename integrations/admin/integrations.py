@@ -38,6 +38,7 @@ from integrations.models import ActivityLog, DeviceIntegration, WebhookDelivery
 from integrations.pull.retention import retention_warnings
 from integrations.push import view as webhooks
 from integrations.push.pipeline import pipeline_yaml
+from integrations.setting_table import SETTINGS
 from integrations.settings_changes import log_settings_change
 from integrations.sync_settings import SettingsError, SyncSettings
 
@@ -60,19 +61,7 @@ SYNC_STATE_FIELDS = [
     "last_reconcile",
 ]
 CONNECTION_FIELDS = ["name", "status", "project_id", "base_url", "api_key"]
-SYNC_FIELDS = [
-    "sync_enabled",
-    "sync_interval_seconds",
-    "overlap_seconds",
-    "settle_seconds",
-    "max_requests_per_second",
-    "backfill_from",
-    "max_consecutive_failures",
-    "time_tolerance_seconds",
-    "offline_after_minutes",
-    "reconcile_lookback_hours",
-    "reconcile_interval_minutes",
-]
+SYNC_FIELDS = [s.attr for s in SETTINGS if s.group == "sync"]
 WINDOW_FIELDS = ["window_enabled", ("window_start", "window_end"), "window_timezone", "window_days"]
 FILTER_FIELDS = [
     ("filter_tags", "filter_tag_match"),
@@ -85,9 +74,7 @@ FILTER_FIELDS = [
 ]
 WEBHOOK_FIELDS = [
     "webhook_enabled",
-    "webhook_creates_devices",
-    "payloads_nested_under_path",
-    "mirrored_paths",
+    *(s.attr for s in SETTINGS if s.group == "webhook"),
     "generate_webhook_secret",
 ]
 WEBHOOK_CHANGE_FIELDS = [

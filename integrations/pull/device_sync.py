@@ -14,10 +14,11 @@ from datetime import datetime
 
 from django.db.models import F, Q
 
+from integrations.device_filter import DeviceFilter
 from integrations.golioth.client import GoliothClient
 from integrations.golioth.payloads import DeviceRecord
 from integrations.models import DeviceIntegration
-from integrations.sync_settings import DeviceFilter, SyncSettings
+from integrations.sync_settings import SyncSettings
 from telemetry.models import Device
 from telemetry.status import refresh_statuses
 

@@ -6,15 +6,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from integrations.sync_settings import (
-    DeviceFilter,
-    SettingsError,
-    SyncSettings,
-    TimeWindow,
-    parse_hhmm,
-    validate_glob,
-    validate_timezone,
-)
+from integrations.device_filter import DeviceFilter, validate_glob
+from integrations.sync_settings import SettingsError, SyncSettings
+from integrations.time_window import TimeWindow, parse_hhmm, validate_timezone
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NOW = datetime(2026, 3, 4, 12, 0, tzinfo=UTC)

@@ -1,0 +1,124 @@
+"""The device filter: which of a project's devices an integration's pull reads."""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+TAG_MATCH_CHOICES = ("all", "any")
+
+
+@dataclass(frozen=True)
+class DeviceFilter:
+    tags: tuple[str, ...] = ()
+    tag_match: str = "all"
+    device_ids: tuple[str, ...] = ()
+    name_pattern: str = ""
+    cohort_ids: tuple[str, ...] = ()
+    blueprint_ids: tuple[str, ...] = ()
+    enabled_only: bool = False
+    reported_within_hours: int | None = None
+
+    def matches(self, device: Any, *, now: datetime) -> bool:
+        """`device` is anything with the attributes of telemetry.Device / payloads.DeviceRecord."""
+        tags = set(device.tag_ids or ())
+        if self.tags:
+            wanted = set(self.tags)
+            if self.tag_match == "all" and not wanted <= tags:
+                return False
+            if self.tag_match == "any" and not wanted & tags:
+                return False
+        if self.device_ids and device.external_id not in self.device_ids:
+            return False
+        if self.name_pattern and not fnmatch.fnmatchcase(device.name or "", self.name_pattern):
+            return False
+        if self.cohort_ids and device.cohort_id not in self.cohort_ids:
+            return False
+        if self.blueprint_ids and device.blueprint_id not in self.blueprint_ids:
+            return False
+        if self.enabled_only and not device.enabled:
+            return False
+        if self.reported_within_hours is not None:
+            cutoff = now - timedelta(hours=self.reported_within_hours)
+            if device.last_report is None or device.last_report < cutoff:
+                return False
+        return True
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "tags": list(self.tags),
+            "tagMatch": self.tag_match,
+            "deviceIds": list(self.device_ids),
+            "namePattern": self.name_pattern,
+            "cohortIds": list(self.cohort_ids),
+            "blueprintIds": list(self.blueprint_ids),
+            "enabledOnly": self.enabled_only,
+            "reportedWithinHours": self.reported_within_hours,
+        }
+
+    @property
+    def is_empty(self) -> bool:
+        return self == DeviceFilter()
+
+
+def validate_glob(pattern: Any) -> str:
+    """fnmatch accepts anything; we refuse what is surely a typo: an unclosed `[`."""
+    if not isinstance(pattern, str):
+        raise ValueError("must be text")
+    depth_open = False
+    for i, char in enumerate(pattern):
+        if char == "[" and not depth_open:
+            depth_open = True
+            start = i
+        elif char == "]" and depth_open and i > start + 1:
+            depth_open = False
+    if depth_open:
+        raise ValueError(f"{pattern!r} has an unclosed '[' (use [[] to match a literal '[')")
+    if len(pattern) > 200:
+        raise ValueError("is longer than 200 characters")
+    return pattern
+
+
+def _str_list(raw: dict, key: str, errors: dict[str, str]) -> tuple[str, ...]:
+    value = raw.get(key) or []
+    if not isinstance(value, list) or any(not isinstance(v, str) or not v.strip() for v in value):
+        errors.setdefault(f"deviceFilter.{key}", "must be a list of non-empty identifiers")
+        return ()
+    return tuple(dict.fromkeys(v.strip() for v in value))
+
+
+def parse_device_filter(raw: Any, errors: dict[str, str]) -> DeviceFilter | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        errors.setdefault("deviceFilter", "must be an object or null")
+        return None
+    tag_match = raw.get("tagMatch") or "all"
+    if tag_match not in TAG_MATCH_CHOICES:
+        errors.setdefault("deviceFilter.tagMatch", "must be 'all' or 'any'")
+    pattern = raw.get("namePattern") or ""
+    try:
+        validate_glob(pattern)
+    except ValueError as exc:
+        errors.setdefault("deviceFilter.namePattern", str(exc))
+    hours = raw.get("reportedWithinHours")
+    if hours is not None and (isinstance(hours, bool) or not isinstance(hours, int) or hours < 1):
+        errors.setdefault(
+            "deviceFilter.reportedWithinHours", "must be a whole number of hours, 1 or more"
+        )
+    enabled_only = raw.get("enabledOnly", False)
+    if not isinstance(enabled_only, bool):
+        errors.setdefault("deviceFilter.enabledOnly", "must be true or false")
+    result = DeviceFilter(
+        tags=_str_list(raw, "tags", errors),
+        tag_match=tag_match,
+        device_ids=_str_list(raw, "deviceIds", errors),
+        name_pattern=pattern,
+        cohort_ids=_str_list(raw, "cohortIds", errors),
+        blueprint_ids=_str_list(raw, "blueprintIds", errors),
+        enabled_only=bool(enabled_only),
+        reported_within_hours=hours,
+    )
+    return None if result.is_empty else result
