@@ -46,6 +46,25 @@ class DeviceFilter:
                 return False
         return True
 
+    # What Golioth filters itself (fewer pages); `matches` still checks every device read.
+
+    def golioth_device_query(self) -> dict[str, object]:
+        """Filters for Golioth's device list (GET /devices) that this filter implies."""
+        query: dict[str, object] = {}
+        if self.tags and self.tag_match == "all":
+            query["tags"] = list(self.tags)
+        if self.enabled_only:
+            query["enabled"] = True
+        if len(self.cohort_ids) == 1:
+            query["cohort_id"] = self.cohort_ids[0]
+        if len(self.blueprint_ids) == 1:
+            query["blueprint_id"] = self.blueprint_ids[0]
+        return query
+
+    def golioth_stream_tags(self) -> tuple[str, ...]:
+        """Tags the stream query can require (all of them: Golioth's tags filter is AND)."""
+        return self.tags if self.tag_match == "all" else ()
+
     def to_json(self) -> dict[str, Any]:
         return {
             "tags": list(self.tags),

@@ -14,7 +14,6 @@ from datetime import datetime
 
 from django.db.models import F, Q
 
-from integrations.device_filter import DeviceFilter
 from integrations.golioth.client import GoliothClient
 from integrations.golioth.payloads import DeviceRecord
 from integrations.models import DeviceIntegration
@@ -66,7 +65,7 @@ def refresh_devices(
     """Page through Golioth's devices, upsert the ones this run syncs, return the scope."""
     device_filter = sync_settings.device_filter
     devices: dict[str, int] = {}
-    records = client.iter_devices(**_server_side_filters(device_filter))
+    records = client.iter_devices(**(device_filter.golioth_device_query() if device_filter else {}))
     for page in _chunks(records, client.page_size):
         wanted = [
             d
@@ -83,29 +82,13 @@ def refresh_devices(
     if write:
         refresh_statuses(integration.pk, now=now, offline_after=sync_settings.offline_after)
     named = device_ids is not None or bool(device_filter and device_filter.device_ids)
-    tags = device_filter.tags if device_filter and device_filter.tag_match == "all" else ()
+    tags = device_filter.golioth_stream_tags() if device_filter else ()
     return DeviceScope(
         devices=devices,
         restricted=device_filter is not None or device_ids is not None,
         named=frozenset(devices) if named else None,
         tags=list(tags) or None,
     )
-
-
-def _server_side_filters(device_filter: DeviceFilter | None) -> dict[str, object]:
-    """What Golioth's device list filters itself (fewer pages); the rest is matched here."""
-    if device_filter is None:
-        return {}
-    filters: dict[str, object] = {}
-    if device_filter.tags and device_filter.tag_match == "all":
-        filters["tags"] = list(device_filter.tags)
-    if device_filter.enabled_only:
-        filters["enabled"] = True
-    if len(device_filter.cohort_ids) == 1:
-        filters["cohort_id"] = device_filter.cohort_ids[0]
-    if len(device_filter.blueprint_ids) == 1:
-        filters["blueprint_id"] = device_filter.blueprint_ids[0]
-    return filters
 
 
 def _chunks(records: Iterable[DeviceRecord], size: int) -> Iterable[list[DeviceRecord]]:
