@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import json
 from datetime import date
-from typing import Any
+from typing import Any, cast
 
 from django.contrib import admin
 from django.contrib.admin.views.main import ChangeList
 from django.core.paginator import Paginator
-from django.db.models import Max, Min
+from django.db.models import Max, Min, QuerySet
 from django.http import HttpRequest
 from django.utils import formats, timezone
 from django.utils.functional import cached_property
@@ -77,7 +77,7 @@ class CappedCountPaginator(Paginator):
 
     @cached_property
     def count(self) -> int:
-        return self.object_list[: self.cap + 1].count()
+        return cast(QuerySet, self.object_list)[: self.cap + 1].count()
 
     @property
     def capped(self) -> bool:

@@ -6,9 +6,11 @@ never at import time or before the tables exist.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from django.core.checks import Error, Tags, Warning, register
+from django.apps import AppConfig
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.db import DatabaseError
 
 from integrations.crypto import KEY_HINT, key_problems
@@ -25,8 +27,10 @@ def check_encryption_key(app_configs: Any = None, **kwargs: Any) -> list[Error]:
 
 @register(Tags.security, Tags.database)
 def check_webhook_secrets(
-    app_configs: Any = None, databases: list[str] | None = None, **kwargs: Any
-) -> list[Warning]:
+    app_configs: Sequence[AppConfig] | None = None,
+    databases: Sequence[str] | None = None,
+    **kwargs: Any,
+) -> Sequence[CheckMessage]:
     """Webhooks enabled with no secret accept nothing: every delivery is answered 401."""
     if not databases or "default" not in databases:
         return []
@@ -53,8 +57,10 @@ def check_webhook_secrets(
 
 @register(Tags.database)
 def check_stream_retention(
-    app_configs: Any = None, databases: list[str] | None = None, **kwargs: Any
-) -> list[Warning]:
+    app_configs: Sequence[AppConfig] | None = None,
+    databases: Sequence[str] | None = None,
+    **kwargs: Any,
+) -> Sequence[CheckMessage]:
     """A window past Golioth's LightDB Stream retention finds nothing: say so per integration."""
     if not databases or "default" not in databases:
         return []

@@ -48,9 +48,9 @@ class DeviceFilter:
 
     # What Golioth filters itself (fewer pages); `matches` still checks every device read.
 
-    def golioth_device_query(self) -> dict[str, object]:
+    def golioth_device_query(self) -> dict[str, Any]:
         """Filters for Golioth's device list (GET /devices) that this filter implies."""
-        query: dict[str, object] = {}
+        query: dict[str, Any] = {}
         if self.tags and self.tag_match == "all":
             query["tags"] = list(self.tags)
         if self.enabled_only:

@@ -67,12 +67,13 @@ class Due:
             return f"window opens {_local_and_utc(self.next_at, self.window.timezone)}"
         if self.next_at is not None:
             return f"in {timeuntil(self.next_at, self.now)} ({self.next_at:%H:%M:%S} UTC)"
-        return {
+        texts = {
             Hold.INVALID: "not scheduled: its settings are invalid",
             Hold.DISABLED: "not scheduled: syncEnabled is off",
             Hold.PAUSED: "not scheduled: paused (Resume to schedule it)",
             Hold.STOPPED: "not scheduled: stopped after failures (Resume to schedule it)",
-        }.get(self.hold, "not scheduled: the window never opens")
+        }
+        return texts.get(self.hold, "not scheduled: the window never opens") if self.hold else ""
 
 
 def due(integration: DeviceIntegration, *, now: datetime, tick: datetime | None = None) -> Due:

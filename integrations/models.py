@@ -329,7 +329,7 @@ class ActivityLog(models.Model):
         verbose_name_plural = "activity log"
 
     def __str__(self) -> str:
-        who = self.integration.name if self.integration_id else "gsync"
+        who = self.integration.name if self.integration else "gsync"
         when = f"{self.started_at:%Y-%m-%d %H:%M:%S}"
         return f"{who}: {self.get_activity_type_display()} {self.status} at {when}"
 

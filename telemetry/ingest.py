@@ -14,10 +14,10 @@ import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection, models, transaction
 from django.utils import timezone
 
 from telemetry.keys import canonical_digest, canonical_json, dedup_key_for_digest, payload_digest
@@ -267,9 +267,11 @@ def _reconcile_approximate_times(
     if not candidates:
         return rows, 0, 0
     by_payload: dict[tuple[int, str], list[dict]] = {}
-    for row in candidates:
-        by_payload.setdefault((row["device_id"], payload_digest(row["telemetry"])), []).append(row)
-    fresh, corrected, known = [], 0, 0
+    for stored_row in candidates:
+        key = (stored_row["device_id"], payload_digest(stored_row["telemetry"]))
+        by_payload.setdefault(key, []).append(dict(stored_row))
+    fresh: list[_Row] = []
+    corrected = known = 0
     for row in rows:
         match = _nearest(by_payload.get((row.reading.device_pk, row.digest), []), row, tolerance)
         if match is None:
@@ -358,7 +360,9 @@ def _insert_postgresql(values: list[tuple]) -> int:
 
 def _insert_portable(values: list[tuple]) -> int:
     table = TelemetryRecord._meta.db_table
-    fields = [TelemetryRecord._meta.get_field(c.removesuffix("_id")) for c in COLUMNS]
+    fields = [
+        cast(models.Field, TelemetryRecord._meta.get_field(c.removesuffix("_id"))) for c in COLUMNS
+    ]
     prepared = [
         tuple(
             value if field.name in ("telemetry",) else field.get_db_prep_save(value, connection)

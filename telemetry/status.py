@@ -9,6 +9,7 @@ webhook for one device in the UPDATE that moves last_seen (`status_sql` of the n
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.db import connection
 
@@ -26,7 +27,7 @@ def status_sql(last_seen: str) -> str:
     )
 
 
-def offline_cutoff(*, now: datetime, offline_after: timedelta) -> object:
+def offline_cutoff(*, now: datetime, offline_after: timedelta) -> Any:
     """The `%(offline_cutoff)s` parameter: a device seen before it is offline."""
     return connection.ops.adapt_datetimefield_value(now - offline_after)
 
@@ -39,7 +40,7 @@ def refresh_statuses(integration_id: int, *, now: datetime, offline_after: timed
         f"UPDATE {Device._meta.db_table} SET status = {status} "  # noqa: S608
         f"WHERE integration_id = %(integration)s AND status <> {status}"
     )
-    params = {
+    params: dict[str, Any] = {
         "integration": integration_id,
         "offline_cutoff": offline_cutoff(now=now, offline_after=offline_after),
     }

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import functools
 import re
-from typing import Any
+from typing import Any, cast
 from zoneinfo import available_timezones
 
 from django import forms
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
 
 from integrations import crypto
 from integrations.device_filter import DeviceFilter
@@ -109,7 +110,7 @@ class TimezoneInput(forms.TextInput):
     def __init__(self, attrs: dict[str, Any] | None = None):
         super().__init__(attrs={"list": "gsync-timezones", "autocomplete": "off", **(attrs or {})})
 
-    def render(self, name: str, value: Any, attrs: Any = None, renderer: Any = None) -> str:
+    def render(self, name: str, value: Any, attrs: Any = None, renderer: Any = None) -> SafeString:
         box = super().render(name, value, attrs, renderer)
         options = format_html_join("", '<option value="{}">', ((z,) for z in known_timezones()))
         return format_html('{}<datalist id="gsync-timezones">{}</datalist>', box, options)
@@ -128,7 +129,7 @@ class IdentifierListField(forms.CharField):
         return ", ".join(value) if isinstance(value, list | tuple) else value
 
     def to_python(self, value: Any) -> list[str]:  # type: ignore[override]
-        text = super().to_python(self.prepare_value(value))
+        text = super().to_python(self.prepare_value(value)) or ""
         return list(dict.fromkeys(token for token in _LIST_SEPARATORS.split(text) if token))
 
 
@@ -168,17 +169,17 @@ def _secret_label(secret: dict[str, str]) -> str:
 
 def setting_field(setting: Setting) -> forms.Field:
     """The form field of one row of the settings table; the settings validate its value."""
-    words = {"label": setting.label, "help_text": setting.help}
+    label, help_text = setting.label, setting.help
     if setting.kind == "bool":
-        return forms.BooleanField(required=False, **words)
+        return forms.BooleanField(required=False, label=label, help_text=help_text)
     if setting.kind == "int":
-        return forms.IntegerField(**words)
+        return forms.IntegerField(label=label, help_text=help_text)
     if setting.kind == "float":
-        return forms.FloatField(**words)
+        return forms.FloatField(label=label, help_text=help_text)
     if setting.kind == "datetime":
-        return forms.DateTimeField(required=False, **words)
+        return forms.DateTimeField(required=False, label=label, help_text=help_text)
     if setting.kind == "paths":
-        return PathPatternsField(**words)
+        return PathPatternsField(label=label, help_text=help_text)
     raise ValueError(f"no form field for settings of kind {setting.kind!r}")
 
 
@@ -281,9 +282,8 @@ class IntegrationForm(SettingFields, forms.ModelForm):
                 "are ever shown."
             )
         secrets = self.instance.webhook_secrets
-        self.fields["remove_webhook_secrets"].choices = [
-            (s["id"], _secret_label(s)) for s in secrets
-        ]
+        remove = cast(forms.MultipleChoiceField, self.fields["remove_webhook_secrets"])
+        remove.choices = [(s["id"], _secret_label(s)) for s in secrets]
         if not secrets:
             self.fields["remove_webhook_secrets"].help_text = "No active secrets."
 
@@ -313,7 +313,7 @@ class IntegrationForm(SettingFields, forms.ModelForm):
         return url
 
     def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
+        cleaned = super().clean() or {}
         self._clean_key_destination(cleaned)
         self._clean_settings(cleaned)
         self._clean_webhook(cleaned)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC
-from typing import Any
+from typing import Any, cast
 
 from django.contrib import admin, messages
 from django.contrib.admin.utils import flatten_fieldsets, unquote
@@ -144,7 +144,7 @@ SECRET_COLUMNS = frozenset({"api_key_encrypted", "webhook_secrets", "webhook_tok
 
 
 @admin.register(DeviceIntegration)
-class DeviceIntegrationAdmin(SchedulingAdminMixin, admin.ModelAdmin):
+class DeviceIntegrationAdmin(SchedulingAdminMixin):
     form = IntegrationForm
 
     def lookup_allowed(self, lookup: str, value: str, request: HttpRequest | None = None) -> bool:
@@ -186,7 +186,7 @@ class DeviceIntegrationAdmin(SchedulingAdminMixin, admin.ModelAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         if obj is not None and not self.has_change_permission(request, obj):
-            return flatten_fieldsets(VIEW_ONLY_FIELDSETS)
+            return flatten_fieldsets(cast(Any, VIEW_ONLY_FIELDSETS))
         return list(self.readonly_fields)
 
     def save_model(

@@ -58,7 +58,7 @@ class BackfillForm(forms.Form):
     until = forms.DateTimeField(help_text="End of the range (at most now).")
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        data = super().clean() or {}
         since, until = data.get("since"), data.get("until")
         if since and until and since >= until:
             self.add_error("until", "The end must be after the start.")
@@ -67,7 +67,7 @@ class BackfillForm(forms.Form):
         return data
 
 
-class SchedulingAdminMixin:
+class SchedulingAdminMixin(admin.ModelAdmin):
     """Health columns, "Sync now", "Test connection", "Backfill…" (`run_sync` permission),
     "Pause" and "Resume" (change permission)."""
 

@@ -279,7 +279,8 @@ class GoliothClient:
             body["deviceId"] = list(device_ids)
         if tags is not None:
             body["tags"] = list(tags)
-        path, seen = f"{self._project_path}/stream", {}
+        path = f"{self._project_path}/stream"
+        seen: dict[tuple[datetime, str], int] = {}
         for number in itertools.count():
             response = self._request(
                 "POST", path, json_body={**body, "page": number, "perPage": self.page_size}
@@ -418,7 +419,9 @@ class GoliothClient:
                 allow_redirects=False,
             )
         except requests.Timeout as exc:
-            error = UnavailableError(f"Golioth did not answer {what} within {self.timeout:g}s")
+            error: GoliothError = UnavailableError(
+                f"Golioth did not answer {what} within {self.timeout:g}s"
+            )
             raise _Transient(error) from exc
         except requests.exceptions.ChunkedEncodingError as exc:
             error = MalformedResponseError(f"Golioth sent a truncated body for {what}")

@@ -184,7 +184,7 @@ def parse_count_item(item: Any) -> BucketCount:
         raise PayloadError("count row has no time")
     raw = item.get("count")
     try:
-        count = float(raw) if not isinstance(raw, bool) else math.nan
+        count = float(raw) if raw is not None and not isinstance(raw, bool) else math.nan
     except (TypeError, ValueError):
         count = math.nan
     if not math.isfinite(count) or count < 0 or count != int(count):
@@ -199,7 +199,8 @@ def parse_count_page(body: Any) -> list[BucketCount]:
 def parse_device(obj: Any) -> DeviceRecord:
     if not isinstance(obj, dict) or not isinstance(obj.get("id"), str):
         raise PayloadError("device object has no id")
-    metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    raw_metadata = obj.get("metadata")
+    metadata: dict[str, Any] = raw_metadata if isinstance(raw_metadata, dict) else {}
     # Golioth's own `status` is deprecated and always "-": the last report is what tells.
     last_report = (
         parse_optional_time(metadata.get("lastReport"))

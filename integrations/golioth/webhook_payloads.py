@@ -105,14 +105,14 @@ def parse_webhook(
         return WebhookMessage("legacy", ignored=f"legacy {ce_type} event is not a stream reading")
     if ce_type == LEGACY_STREAM:
         # Output Streams: Ce-Source and Ce-Subject describe Golioth's gateway, not the device.
-        envelope = _envelope(document, required=True)
+        legacy = _legacy_envelope(document)
         return WebhookMessage(
             "legacy",
             _reading(
-                envelope,
+                legacy,
                 headers={"Ce-Time": headers.get("Ce-Time") or ""},
                 received_at=received_at,
-                path=_text(envelope.get("path") or "", "path").strip("/"),
+                path=_text(legacy.get("path") or "", "path").strip("/"),
                 nest_payload=nest_payload,
             ),
         )
@@ -229,7 +229,8 @@ def _big_integer(*, negative: bool) -> Any:
     return decode
 
 
-def _refuse_unknown_tag(decoder: Any, tag: cbor2.CBORTag) -> Any:
+def _refuse_unknown_tag(tag: cbor2.CBORTag, immutable: bool) -> Any:
+    """cbor2 >= 6 calls the hook with the tag and whether an immutable value is wanted."""
     raise PayloadError(f"CBOR tag {tag.tag} has no JSON form")
 
 
@@ -293,6 +294,14 @@ def check_storable(document: Any, *, kind: str = "JSON") -> None:
 
 
 # --- shapes --------------------------------------------------------------------------------------
+
+
+def _legacy_envelope(document: Any) -> dict[str, Any]:
+    """The envelope a legacy Output Stream always sends."""
+    envelope = _envelope(document, required=True)
+    if envelope is None:  # required=True raised already
+        raise PayloadError("legacy DEVICE_STREAM_TYPE body is not a {data, device_id} envelope")
+    return envelope
 
 
 def _envelope(document: Any, *, required: bool) -> dict[str, Any] | None:

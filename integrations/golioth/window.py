@@ -158,7 +158,7 @@ class _Consistency:
     the rows read; without totals, no reading may show up on two pages."""
 
     def __init__(self, first: Page) -> None:
-        self.totals = {first.total} - {None}
+        self.totals: set[int] = {first.total} if first.total is not None else set()
         self.rows = len(first.readings)
         self.blind = first.total is None
         self.repeated = 0

@@ -11,13 +11,14 @@ import os
 import socket
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from integrations.models import DeviceIntegration
+from integrations.models import ActivityLog, DeviceIntegration
 
 DEFAULT_LEASE_SECONDS = 300
 # Renewing is one UPDATE; no need to write it for every page of a fast run.
@@ -67,3 +68,12 @@ class Lease:
 
     def _ours(self) -> QuerySet[DeviceIntegration]:
         return DeviceIntegration.objects.filter(pk=self.integration_id, locked_by=self.owner)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a writing run (a sync, a reconcile) holds from start to end: the lease and the
+    activity entry it finishes. A dry run holds neither."""
+
+    lease: Lease
+    activity: ActivityLog

@@ -46,7 +46,7 @@ from integrations.golioth.payloads import StreamReading
 from integrations.models import ActivityLog, ConsistentBucket, DeviceIntegration
 from integrations.pull.connection import EXPECTED_ERRORS, describe_error, make_client
 from integrations.pull.device_sync import DeviceScope, ensure_devices
-from integrations.pull.lease import Lease
+from integrations.pull.lease import Claim, Lease
 from integrations.sync_settings import SettingsError, SyncSettings
 from telemetry.ingest import IngestResult, Reading, ingest_readings
 from telemetry.models import Device, TelemetryRecord
@@ -126,8 +126,7 @@ class _Run:
     outcome: ReconcileOutcome
     scope: DeviceScope
     dry_run: bool
-    lease: Lease | None = None
-    activity: ActivityLog | None = None
+    claim: Claim | None = None  # None in a dry run
     started: float = field(default_factory=time.monotonic)
 
 
@@ -257,15 +256,15 @@ def _scope(
 
 
 def _begin(run: _Run, *, trigger: str) -> bool:
-    run.lease = Lease(run.integration.pk)
-    if not run.lease.acquire():
+    lease = Lease(run.integration.pk)
+    if not lease.acquire():
         return False
     ActivityLog.objects.abandon_started(
         run.integration,
         activity_types=[ActivityLog.ActivityType.RECONCILE],
         reason="This reconcile stopped without finishing (its worker died or was killed).",
     )
-    run.activity = run.outcome.activity = ActivityLog.objects.start(
+    activity = ActivityLog.objects.start(
         run.integration,
         activity_type=ActivityLog.ActivityType.RECONCILE,
         trigger=trigger,
@@ -273,8 +272,10 @@ def _begin(run: _Run, *, trigger: str) -> bool:
         window_start=run.start,
         window_end=run.end,
         message="Verifying completeness",
-        metadata={"lease": run.lease.owner},
+        metadata={"lease": lease.owner},
     )
+    run.claim = Claim(lease, activity)
+    run.outcome.activity = activity
     return True
 
 
@@ -401,7 +402,7 @@ def _ingest(run: _Run, readings: list[StreamReading]) -> None:
         batch,
         integration_id=run.integration.pk,
         source="reconcile",
-        activity_id=run.activity.pk if run.activity else None,
+        activity_id=run.claim.activity.pk if run.claim else None,
         time_tolerance=timedelta(seconds=run.settings.time_tolerance_seconds),
     )
     # Counted as committed, batch by batch: a failure later still reports what was stored.
@@ -453,8 +454,8 @@ def _digest(reading: StreamReading) -> str:
 
 
 def _renew(run: _Run) -> None:
-    if run.lease is not None:
-        run.lease.renew()
+    if run.claim is not None:
+        run.claim.lease.renew()
 
 
 # --- endings -------------------------------------------------------------------------------------
@@ -466,13 +467,14 @@ def _finish(run: _Run, client: GoliothClient | None, *, status: str) -> Reconcil
     outcome.duration = time.monotonic() - run.started
     if client is not None:
         outcome.api_calls, outcome.retries = client.stats.calls, client.stats.retries
-    if run.dry_run:
+    claim = run.claim
+    if claim is None:
         return outcome
     state: dict[str, object] = {"last_reconcile_at": timezone.now()}
     if status == Status.SUCCESS:
         verified = max(run.end, run.integration.verified_through or run.end)
         state["verified_through"] = outcome.verified_through = verified
-    run.lease.release(**state)
+    claim.lease.release(**state)
     ConsistentBucket.objects.filter(
         integration=run.integration, bucket_start__lt=timezone.now() - timedelta(days=400)
     ).delete()
@@ -483,7 +485,7 @@ def _finish(run: _Run, client: GoliothClient | None, *, status: str) -> Reconcil
             "repair; the next reconcile tries again"
         )
     ActivityLog.objects.finish(
-        run.activity,
+        claim.activity,
         status=status,
         message=outcome.describe(),
         error_message=error,
@@ -493,7 +495,7 @@ def _finish(run: _Run, client: GoliothClient | None, *, status: str) -> Reconcil
         readings_duplicate=outcome.duplicates,
         api_calls=outcome.api_calls,
         retries=outcome.retries,
-        metadata={**run.activity.metadata, **_figures(outcome)},
+        metadata={**claim.activity.metadata, **_figures(outcome)},
     )
     return outcome
 

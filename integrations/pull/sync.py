@@ -33,7 +33,7 @@ from integrations.pull.device_sync import (
     ensure_devices,
     refresh_devices,
 )
-from integrations.pull.lease import Lease
+from integrations.pull.lease import Claim, Lease
 from integrations.sync_settings import SettingsError, SyncSettings
 from telemetry.ingest import (
     BATCH_SIZE,
@@ -111,10 +111,8 @@ class _Run:
     device_ids: frozenset[str] | None = None
     dry_run: bool = False
     move_cursor: bool = False
-    lease: Lease | None = None
-    activity: ActivityLog | None = None
+    claim: Claim | None = None  # None in a dry run, which holds nothing and writes nothing
     progress: Callable[[SyncProgress], None] | None = None
-    scope: DeviceScope | None = None
     pages: int = 0
     started: float = field(default_factory=time.monotonic)
 
@@ -178,8 +176,8 @@ def sync_integration(
 
 def _begin(run: _Run, *, trigger: str) -> bool:
     """Take the lease and open the run's activity entry; False when another run holds it."""
-    run.lease = Lease(run.integration.pk)
-    if not run.lease.acquire():
+    lease = Lease(run.integration.pk)
+    if not lease.acquire():
         return False
     kinds = ActivityLog.ActivityType
     # Holding the lease, no other run of this integration is alive: a run still `started` died.
@@ -189,14 +187,16 @@ def _begin(run: _Run, *, trigger: str) -> bool:
         reason="This run stopped without finishing (its worker died or was killed); "
         "a later run read its window again.",
     )
-    run.activity = run.outcome.activity = ActivityLog.objects.start(
+    activity = ActivityLog.objects.start(
         run.integration,
         activity_type=kinds.BACKFILL if run.source == "backfill" else kinds.SYNC_IMPORT,
         trigger=trigger,
         window_start=run.start,
         window_end=run.end,
-        metadata={"lease": run.lease.owner},
+        metadata={"lease": lease.owner},
     )
+    run.claim = Claim(lease, activity)
+    run.outcome.activity = activity
     return True
 
 
@@ -245,22 +245,22 @@ def _execute(run: _Run) -> SyncOutcome:
 
 
 def _pull(run: _Run, client: GoliothClient) -> None:
-    run.scope = refresh_devices(
+    scope = refresh_devices(
         client,
         integration=run.integration,
         sync_settings=run.settings,
         now=run.now,
         device_ids=run.device_ids,
         write=not run.dry_run,
-        on_page=lambda: _renew(run.lease),
+        on_page=lambda: _renew(run),
     )
-    run.outcome.devices = len(run.scope.devices)
-    pages = _reading_pages(run, _stream_pages(run, client))
-    if run.dry_run:
+    run.outcome.devices = len(scope.devices)
+    pages = _reading_pages(run, scope, _stream_pages(run, scope, client))
+    if run.claim is None:
         for readings in pages:
             _count(run, count_new_readings(readings, integration_id=run.integration.pk))
     else:
-        _store(run, pages)
+        _store(run, run.claim, pages)
         refresh_statuses(run.integration.pk, now=run.now, offline_after=run.settings.offline_after)
 
 
@@ -275,7 +275,7 @@ def _count(run: _Run, result: IngestResult) -> None:
     outcome.rejected_reason = outcome.rejected_reason or result.rejected_reason
 
 
-def _store(run: _Run, pages: Iterator[list[Reading]]) -> None:
+def _store(run: _Run, claim: Claim, pages: Iterator[list[Reading]]) -> None:
     """Ingest pages gathered into big batches (far cheaper per reading than a transaction per
     page), committed at least every FLUSH_SECONDS: a slow run's readings show up as it goes, and
     a killed worker loses seconds of fetching, not the whole window. One batch held at most."""
@@ -290,7 +290,7 @@ def _store(run: _Run, pages: Iterator[list[Reading]]) -> None:
                 batch,
                 integration_id=run.integration.pk,
                 source=run.source,
-                activity_id=run.activity.pk,
+                activity_id=claim.activity.pk,
                 time_tolerance=timedelta(seconds=run.settings.time_tolerance_seconds),
                 batch_size=INGEST_BATCH_SIZE,
             )
@@ -298,15 +298,16 @@ def _store(run: _Run, pages: Iterator[list[Reading]]) -> None:
             batch, flushed = [], time.monotonic()
 
 
-def _renew(lease: Lease | None) -> None:
-    if lease is not None:
-        lease.renew()
+def _renew(run: _Run) -> None:
+    if run.claim is not None:
+        run.claim.lease.renew()
 
 
-def _stream_pages(run: _Run, client: GoliothClient) -> Iterator[list[StreamReading]]:
+def _stream_pages(
+    run: _Run, scope: DeviceScope, client: GoliothClient
+) -> Iterator[list[StreamReading]]:
     """The window's readings page by page: per device when only a few are named, else one
     project-wide query with every filter Golioth can apply itself."""
-    scope = run.scope
     if run.start >= run.end or (scope.named is not None and not scope.named):
         return
     if scope.named is not None and len(scope.named) <= PER_DEVICE_LIMIT:
@@ -321,9 +322,10 @@ def _stream_pages(run: _Run, client: GoliothClient) -> Iterator[list[StreamReadi
     )
 
 
-def _reading_pages(run: _Run, pages: Iterator[list[StreamReading]]) -> Iterator[list[Reading]]:
+def _reading_pages(
+    run: _Run, scope: DeviceScope, pages: Iterator[list[StreamReading]]
+) -> Iterator[list[Reading]]:
     """Each page as Readings of the run's devices; between pages, renew the lease and report."""
-    scope = run.scope
     for page in pages:
         run.outcome.fetched += len(page)
         if scope.restricted:
@@ -337,7 +339,7 @@ def _reading_pages(run: _Run, pages: Iterator[list[StreamReading]]) -> Iterator[
             )
             for r in page
         ]
-        _renew(run.lease)
+        _renew(run)
         run.pages += 1
         if run.progress:
             elapsed = time.monotonic() - run.started
@@ -357,7 +359,7 @@ def _succeed(run: _Run) -> SyncOutcome:
     outcome = run.outcome
     outcome.status = Status.PARTIAL if outcome.rejected else Status.SUCCESS
     outcome.duration = time.monotonic() - run.started
-    if run.dry_run:
+    if run.claim is None:
         return outcome
     state = {
         "last_sync_at": timezone.now(),
@@ -368,7 +370,7 @@ def _succeed(run: _Run) -> SyncOutcome:
     }
     if run.move_cursor:
         state["sync_cursor"] = max(run.end, run.integration.sync_cursor or run.end)
-    saved = run.lease.release(**state)
+    saved = run.claim.lease.release(**state)
     outcome.cursor_moved = saved and run.move_cursor
     if not saved:
         logger.warning(
@@ -378,7 +380,7 @@ def _succeed(run: _Run) -> SyncOutcome:
     if outcome.rejected:
         reason = outcome.rejected_reason or "payload cannot be stored"
         error = f"{outcome.rejected} readings were not stored: {reason}"
-    _finish_activity(run, error=error)
+    _finish_activity(run, run.claim, error=error)
     return outcome
 
 
@@ -387,7 +389,7 @@ def _fail(run: _Run, exc: Exception) -> SyncOutcome:
     outcome.status = Status.FAILED
     outcome.error = describe_error(exc, integration=run.integration)
     outcome.duration = time.monotonic() - run.started
-    if run.dry_run:
+    if run.claim is None:
         return outcome
     if not isinstance(exc, EXPECTED_ERRORS):
         logger.exception("Sync of %s failed unexpectedly", run.integration)
@@ -398,7 +400,7 @@ def _fail(run: _Run, exc: Exception) -> SyncOutcome:
         sync_error=outcome.error,
         consecutive_failures=F("consecutive_failures") + 1,
     )
-    run.lease.release()
+    run.claim.lease.release()
     failures = DeviceIntegration.objects.values_list("consecutive_failures", flat=True).get(pk=pk)
     if failures >= run.settings.max_consecutive_failures:
         reason = f"Sync stopped after {failures} consecutive failures. Last: {outcome.error}"
@@ -406,18 +408,18 @@ def _fail(run: _Run, exc: Exception) -> SyncOutcome:
             status=DeviceIntegration.Status.ERROR, sync_error=reason
         )
         outcome.error = reason
-    _finish_activity(run, error=outcome.error)
+    _finish_activity(run, run.claim, error=outcome.error)
     return outcome
 
 
-def _finish_activity(run: _Run, *, error: str) -> None:
+def _finish_activity(run: _Run, claim: Claim, *, error: str) -> None:
     o = run.outcome
     message = (
         f"{o.devices} devices, {o.fetched} readings fetched, {o.inserted} new, "
         f"{o.duplicates} duplicates, {o.api_calls} API calls ({o.retries} retries)"
     )
     metadata = {
-        **run.activity.metadata,
+        **claim.activity.metadata,
         "pages": run.pages,
         "corrected": o.corrected,
         "rejected": o.rejected,
@@ -428,7 +430,7 @@ def _finish_activity(run: _Run, *, error: str) -> None:
     if run.device_ids is not None:
         metadata["device_ids"] = sorted(run.device_ids)
     ActivityLog.objects.finish(
-        run.activity,
+        claim.activity,
         status=o.status,
         message=message,
         error_message=error,

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.message import Message
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -47,7 +48,7 @@ class Context:
     project_id: str
     api_key: str
     method: str
-    headers: Mapping[str, str]
+    headers: Message  # case-insensitive, as http.server gives it
     query: str
     body: bytes
     # Stream replies carry `total` (OpenAPI); False: leave it out, as no capture shows it.
@@ -208,7 +209,7 @@ def _stream_params(ctx: Context) -> dict[str, Any]:
 
 def _time_param(params: dict[str, Any], key: str) -> int:
     value = params.get(key)
-    if value in (None, ""):
+    if value is None or value == "":
         raise BadRequest(f"{key} is required")
     try:
         return to_micros(parse_time(value))

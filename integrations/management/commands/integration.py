@@ -13,7 +13,7 @@ import json
 import os
 import re
 import sys
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -65,7 +65,7 @@ def add_form_flags(parser: CommandParser, *, skip: tuple[str, ...] = ()) -> None
         elif isinstance(field, forms.MultipleChoiceField):
             parser.add_argument(flag(name), metavar=LIST_METAVARS[name], help=help_text)
         elif isinstance(field, forms.ChoiceField) and field.choices:
-            choices = "|".join(str(value) for value, _ in field.choices if value)
+            choices = "|".join(str(value) for value, _ in cast(list, field.choices) if value)
             parser.add_argument(flag(name), metavar=choices, help=help_text)
         else:
             parser.add_argument(flag(name), metavar="VALUE", help=help_text)
