@@ -127,22 +127,6 @@ def readings_per_hour(*, now: datetime, hours: int = 24) -> list[HourCounts]:
     return [HourCounts(start=start, counts=table[start]) for start in starts]
 
 
-def readings_by_source(integration_ids: list[int], *, now: datetime) -> dict[int, dict[str, int]]:
-    """Readings each integration stored in the last 24 h, by source: one grouped query."""
-    result = {pk: dict.fromkeys(SOURCES, 0) for pk in integration_ids}
-    rows = (
-        ActivityLog.objects.filter(integration_id__in=integration_ids, started_at__gte=now - DAY)
-        .values("integration_id", "activity_type")
-        .annotate(inserted=Sum("readings_inserted"))
-    )
-    source_of = {t: source for source, types in SOURCES.items() for t in types}
-    for row in rows:
-        source = source_of.get(row["activity_type"])
-        if source:
-            result[row["integration_id"]][source] += row["inserted"] or 0
-    return result
-
-
 # --- the chart -----------------------------------------------------------------------------------
 
 

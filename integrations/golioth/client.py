@@ -1,43 +1,24 @@
-"""The Golioth Management API over HTTP: paging, retries, a client-side rate limit, typed errors.
+"""The Golioth Management API: devices, stream pages and counts, typed records.
 
-Every call goes through `GoliothClient._request`: a timeout, the rate limiter, bounded retries with
-backoff for what is transient (429, 5xx, timeouts, dropped connections, truncated or garbled
-bodies), and one typed error for what is not. The retry loop is ours rather than urllib3's so that
-retries pass through the rate limiter and every attempt is counted: the sync asserts API budgets.
+Paging that survives moving data is integrations.golioth.window's; each call, with its retries,
+rate limit and typed errors, is integrations.golioth.transport's.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
-import math
-import random
-import threading
-import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
-import requests
-from requests.adapters import HTTPAdapter
-
-from integrations.golioth.api_hosts import ApiHostError, ApiHostPolicy
+from integrations.golioth.api_hosts import ApiHostPolicy
 from integrations.golioth.errors import (
-    AuthenticationError,
     CountsUnsupportedError,
-    GoliothError,
     MalformedResponseError,
-    NotFoundError,
-    PermissionDeniedError,
-    RateLimitedError,
-    UnavailableError,
-    error_for_status,
-    remote_text,
 )
 from integrations.golioth.payloads import (
     BucketCount,
@@ -46,79 +27,21 @@ from integrations.golioth.payloads import (
     StreamReading,
     format_time,
     parse_count_page,
-    parse_device,
     parse_device_page,
     parse_stream_page,
 )
+from integrations.golioth.transport import Transport
 from integrations.golioth.window import Page, WindowReader, WindowStats
-
-# The errors live in errors.py (for size) and are part of this module's API.
-__all__ = [
-    "ApiHostError",
-    "AuthenticationError",
-    "ClientStats",
-    "GoliothClient",
-    "GoliothError",
-    "MalformedResponseError",
-    "NotFoundError",
-    "PermissionDeniedError",
-    "RateLimitedError",
-    "UnavailableError",
-]
 
 logger = logging.getLogger(__name__)
 
 MAX_PER_PAGE = 100
-MAX_SLEEP = 60.0
-_RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _STREAM_FIELDS = [{"path": "time"}, {"path": "deviceId"}, {"path": "*"}]
 _COUNT_FIELDS = [
     {"path": "time"},
     {"path": "deviceId"},
     {"path": "*", "alias": "count", "agg": "count"},
 ]
-
-
-@dataclass
-class ClientStats:
-    """API attempts made (`calls`) and how many of them were retries; safe across threads."""
-
-    calls: int = 0
-    retries: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
-
-    def count_call(self, *, retry: bool) -> None:
-        with self._lock:
-            self.calls += 1
-            self.retries += int(retry)
-
-
-class RateLimiter:
-    """Spaces request starts at least 1/rate seconds apart, across every thread of one client."""
-
-    def __init__(self, per_second: float) -> None:
-        if not per_second > 0:
-            raise ValueError("max_requests_per_second must be positive")
-        self._interval = 0.0 if math.isinf(per_second) else 1.0 / per_second
-        self._next = 0.0
-        self._lock = threading.Lock()
-
-    def acquire(self) -> None:
-        with self._lock:
-            now = time.monotonic()
-            slot = max(now, self._next)
-            self._next = slot + self._interval
-        if slot > now:
-            time.sleep(slot - now)
-
-
-class _Transient(Exception):
-    """An attempt failed in a way worth retrying; `error` is what to raise if none is left."""
-
-    def __init__(self, error: GoliothError, retry_after: float | None = None) -> None:
-        super().__init__(str(error))
-        self.error = error
-        self.retry_after = retry_after
 
 
 class GoliothClient:
@@ -141,26 +64,24 @@ class GoliothClient:
             raise ValueError("base_url must start with http:// or https://")
         if not api_key:
             raise ValueError("an API key is required")
-        self._hosts = api_hosts or ApiHostPolicy.from_settings()
-        self._hosts.check_url(base_url)
         self.base_url = base_url.rstrip("/")
         self.project_id = project_id
-        self.timeout = timeout
-        self.max_retries = max(0, max_retries)
-        self.backoff_factor = backoff_factor
         self.page_size = max(1, min(page_size, MAX_PER_PAGE))
         self.concurrency = max(1, concurrency)
-        self.stats = ClientStats()
+        self._transport = Transport(
+            base_url=base_url,
+            api_key=api_key,
+            project_id=project_id,
+            max_requests_per_second=max_requests_per_second,
+            timeout=timeout,
+            max_retries=max_retries,
+            backoff_factor=backoff_factor,
+            pool_size=self.concurrency + 2,
+            api_hosts=api_hosts or ApiHostPolicy.from_settings(),
+        )
+        self._request = self._transport.request
+        self.stats = self._transport.stats
         self._window_stats = WindowStats()
-        self._secret = api_key
-        self._limiter = RateLimiter(max_requests_per_second)
-        self._jitter = random.Random()
-        self._session = requests.Session()
-        self._session.headers.update({"x-api-key": api_key, "Accept": "application/json"})
-        # No urllib3 retries: ours count every attempt and pass through the rate limiter.
-        adapter = HTTPAdapter(pool_maxsize=self.concurrency + 2, max_retries=0)
-        self._session.mount("http://", adapter)
-        self._session.mount("https://", adapter)
 
     def __repr__(self) -> str:
         return f"<GoliothClient {self.base_url} project={self.project_id}>"
@@ -172,7 +93,7 @@ class GoliothClient:
         self.close()
 
     def close(self) -> None:
-        self._session.close()
+        self._transport.close()
 
     # --- endpoints -------------------------------------------------------------------------------
 
@@ -183,10 +104,6 @@ class GoliothClient:
     def get_project(self) -> dict[str, Any]:
         """The project (also the connection test: it proves the key and the project id)."""
         return _data_of(self._request("GET", self._project_path))
-
-    def get_device(self, device_id: str) -> DeviceRecord:
-        body = self._request("GET", f"{self._project_path}/devices/{quote(device_id, safe='')}")
-        return _parse(parse_device, _data_of(body))
 
     def iter_devices(
         self,
@@ -372,132 +289,6 @@ class GoliothClient:
             # On an error or an early stop, report at once: pages already on the wire finish
             # in the background (each bounded by its timeout and retries), the rest never start.
             pool.shutdown(wait=False, cancel_futures=True)
-
-    # --- one call --------------------------------------------------------------------------------
-
-    def _request(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: dict[str, Any] | None = None,
-        json_body: Any = None,
-    ) -> Any:
-        """One API call, retried while the failure is transient; returns the decoded JSON."""
-        for attempt in range(self.max_retries + 1):
-            self._limiter.acquire()
-            self.stats.count_call(retry=attempt > 0)
-            try:
-                return self._attempt(method, path, params, json_body)
-            except _Transient as failure:
-                if attempt == self.max_retries:
-                    raise _gave_up(failure.error, attempt + 1) from failure.__cause__
-                delay = self._backoff(attempt, failure.retry_after)
-                logger.warning(
-                    "%s; retry %d of %d in %.2fs",
-                    failure.error,
-                    attempt + 1,
-                    self.max_retries,
-                    delay,
-                )
-                time.sleep(delay)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _attempt(
-        self, method: str, path: str, params: dict[str, Any] | None, json_body: Any
-    ) -> Any:
-        what = f"{method} {path}"
-        self._check_host(what)
-        try:
-            # Never follow a redirect: requests would carry x-api-key to wherever it points.
-            response = self._session.request(
-                method,
-                self.base_url + path,
-                params=params,
-                json=json_body,
-                timeout=self.timeout,
-                allow_redirects=False,
-            )
-        except requests.Timeout as exc:
-            error: GoliothError = UnavailableError(
-                f"Golioth did not answer {what} within {self.timeout:g}s"
-            )
-            raise _Transient(error) from exc
-        except requests.exceptions.ChunkedEncodingError as exc:
-            error = MalformedResponseError(f"Golioth sent a truncated body for {what}")
-            raise _Transient(error) from exc
-        except requests.ConnectionError as exc:
-            error = UnavailableError(f"cannot reach Golioth at {self.base_url} for {what}")
-            raise _Transient(error) from exc
-        except requests.RequestException as exc:
-            raise GoliothError(self._scrub(f"request {what} failed: {exc}")) from exc
-        if response.status_code >= 300:
-            self._raise_for_status(response, what)
-        try:
-            return response.json()
-        except ValueError as exc:
-            # Garbled bodies are retried: a proxy or a dropped connection, not Golioth's answer.
-            error = MalformedResponseError(f"Golioth sent a body that is not JSON for {what}")
-            raise _Transient(error) from exc
-
-    def _check_host(self, what: str) -> None:
-        """Before every request, not once: a name can resolve somewhere else by now. (requests
-        resolves it again to connect; this narrows DNS rebinding to that gap.)"""
-        try:
-            self._hosts.check_addresses(self.base_url)
-        except (OSError, UnicodeError) as exc:
-            error = UnavailableError(f"cannot resolve the Golioth API host for {what}")
-            raise _Transient(error) from exc
-
-    def _raise_for_status(self, response: requests.Response, what: str) -> None:
-        status = response.status_code
-        golioth_message = self._scrub(_message_of(response))
-        error = error_for_status(
-            status, what=what, project_id=self.project_id, golioth_message=golioth_message
-        )
-        if status in _RETRY_STATUSES:
-            raise _Transient(error, _retry_after(response))
-        raise error
-
-    def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return min(retry_after, MAX_SLEEP)
-        base = self.backoff_factor * (2**attempt)
-        # Jitter spreads the retries of concurrent page fetches apart.
-        return min(base * self._jitter.uniform(0.5, 1.0), MAX_SLEEP)
-
-    def _scrub(self, text: str) -> str:
-        """Never let the key into a message, whatever an error echoes back."""
-        return text.replace(self._secret, "[redacted]") if self._secret else text
-
-
-def _gave_up(error: GoliothError, attempts: int) -> GoliothError:
-    if attempts == 1:
-        return error
-    return type(error)(f"{error} (gave up after {attempts} attempts)", status=error.status)
-
-
-def _retry_after(response: requests.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:  # the other form HTTP allows: a date
-        return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
-    except (TypeError, ValueError):
-        return None
-
-
-def _message_of(response: requests.Response) -> str:
-    """The gRPC `message` of an error body, bounded and plain (see remote_text)."""
-    try:
-        body = response.json()
-    except ValueError:
-        return ""
-    return remote_text(body.get("message"), limit=200) if isinstance(body, dict) else ""
 
 
 def _parse(parser: Any, body: Any) -> Any:

@@ -9,8 +9,8 @@ from django.conf import settings
 from django.utils import timezone
 
 from integrations.crypto import DecryptionError, EncryptionKeyError
-from integrations.golioth.client import AuthenticationError, GoliothClient, GoliothError
-from integrations.golioth.errors import remote_text
+from integrations.golioth.client import GoliothClient
+from integrations.golioth.errors import AuthenticationError, GoliothError, remote_text
 from integrations.models import ActivityLog, DeviceIntegration
 from integrations.pull.lease import LeaseLostError
 from integrations.sync_settings import SettingsError

@@ -8,7 +8,6 @@ from django.contrib.auth.models import User
 from integrations.admin.dashboard import (
     HealthState,
     integration_health,
-    readings_by_source,
     readings_chart,
     readings_per_hour,
     run_stats,
@@ -63,17 +62,6 @@ def test_readings_per_hour_by_source(integration):
     assert hours[-1].counts == {"push": 7, "pull": 5, "backfill": 0}
     assert hours[-3].counts == {"push": 0, "pull": 3, "backfill": 100}
     assert sum(h.total for h in hours) == 115
-
-
-@pytest.mark.django_db
-def test_readings_by_source_per_integration(make_integration):
-    a, b = make_integration("a"), make_integration("b")
-    log(a, Activity.WEBHOOK_RECEIVED, at=NOW - timedelta(hours=1), inserted=4)
-    log(a, Activity.SYNC_IMPORT, at=NOW - timedelta(hours=1), inserted=6)
-    log(b, Activity.SYNC_IMPORT, at=NOW - timedelta(hours=30), inserted=6)
-    counts = readings_by_source([a.pk, b.pk], now=NOW)
-    assert counts[a.pk] == {"push": 4, "pull": 6, "backfill": 0}
-    assert counts[b.pk] == {"push": 0, "pull": 0, "backfill": 0}
 
 
 def test_readings_chart_scales_stacked_bars():

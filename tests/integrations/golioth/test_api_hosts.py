@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from integrations.golioth.client import ApiHostError, GoliothClient
+from integrations.golioth.api_hosts import ApiHostError
+from integrations.golioth.client import GoliothClient
 
 
 def test_default_settings_refuse_the_simulator_host(settings, stub_server):

@@ -11,9 +11,9 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from integrations.golioth.client import (
+from integrations.golioth.client import GoliothClient
+from integrations.golioth.errors import (
     AuthenticationError,
-    GoliothClient,
     GoliothError,
     MalformedResponseError,
     NotFoundError,
