@@ -19,7 +19,7 @@ from django.utils.timesince import timesince
 
 from integrations.due import Due, Hold, due
 from integrations.models import ActivityLog, DeviceIntegration, Heartbeat
-from integrations.pull.reconcile import verification_warning
+from integrations.pull.completeness import verification_warning
 from integrations.pull.retention import retention_warnings
 from integrations.scheduling import DISPATCH_BEAT
 from integrations.sync_settings import SyncSettings

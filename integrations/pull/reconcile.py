@@ -20,17 +20,13 @@ cursor, and the entry says so.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
-from django.conf import settings
-from django.db.models import Count
-from django.db.models.functions import TruncHour
 from django.utils import timezone
 
 from integrations.golioth.client import GoliothClient
@@ -44,17 +40,27 @@ from integrations.golioth.errors import (
 )
 from integrations.golioth.payloads import StreamReading
 from integrations.models import ActivityLog, ConsistentBucket, DeviceIntegration
+from integrations.pull.completeness import (
+    BUCKET,
+    BUCKET_NAME,
+    Key,
+    compare,
+    judge,
+    local_counts,
+    reconcile_window,
+    remember,
+    remembered,
+)
 from integrations.pull.connection import EXPECTED_ERRORS, describe_error, make_client
 from integrations.pull.device_sync import DeviceScope, ensure_devices
 from integrations.pull.lease import Claim, Lease
 from integrations.sync_settings import SettingsError, SyncSettings
 from telemetry.ingest import IngestResult, Reading, ingest_readings
-from telemetry.models import Device, TelemetryRecord
+from telemetry.keys import payload_digest
+from telemetry.models import Device
 
 logger = logging.getLogger(__name__)
 
-BUCKET = timedelta(hours=1)
-BUCKET_NAME = "1h"
 # An hour in which this many devices or fewer differ is re-read per device.
 PER_DEVICE_LIMIT = 5
 # Errors that say "Golioth will not answer this query", not "Golioth is down" or "the key is bad".
@@ -67,7 +73,6 @@ _NOT_REFUSALS = (
 )
 
 Status = ActivityLog.Status
-Key = tuple[datetime, str]  # (bucket start, device external id)
 
 
 @dataclass
@@ -183,65 +188,6 @@ def reconcile_integration(
     return _finish(run, client, status=status)
 
 
-def reconcile_window(
-    integration: DeviceIntegration,
-    sync_settings: SyncSettings,
-    *,
-    now: datetime,
-    since: datetime | None = None,
-    until: datetime | None = None,
-) -> tuple[datetime, datetime]:
-    """[start, end) a reconcile checks: by default the lookback, in whole hours, up to what the
-    pull has committed (its cursor) and never past `now - settleSeconds`."""
-    closed = now - timedelta(seconds=sync_settings.settle_seconds)
-    if since is not None or until is not None:
-        if since is None:
-            raise ValueError("a reconcile window needs a start (since)")
-        end = min(until or closed, closed)
-    else:
-        end = _floor(min(closed, integration.sync_cursor or closed))
-        since = _floor(end - timedelta(hours=sync_settings.reconcile_lookback_hours))
-    if since >= end:
-        raise ValueError(
-            f"the reconcile window is empty: {since:%Y-%m-%d %H:%M:%S} is not before "
-            f"{end:%Y-%m-%d %H:%M:%S} UTC"
-        )
-    return since, end
-
-
-def verification_warning(
-    integration: DeviceIntegration, sync_settings: SyncSettings, *, now: datetime
-) -> str:
-    """Why "verified complete through" is too far behind, or "" (GSYNC_VERIFY_MAX_LAG_HOURS).
-
-    Judged only where the scheduler reconciles (interval on) and the pull has run: an
-    integration that never synced has nothing to verify yet.
-    """
-    if not sync_settings.reconcile_interval_minutes or integration.sync_cursor is None:
-        return ""
-    limit = timedelta(hours=settings.GSYNC_VERIFY_MAX_LAG_HOURS)
-    verified = integration.verified_through
-    if verified is None:
-        first_run = integration.created_at
-        if now - first_run <= limit:
-            return ""
-        return (
-            f"Never verified complete (no reconcile without missing readings in "
-            f"{settings.GSYNC_VERIFY_MAX_LAG_HOURS} h): see its reconcile entries."
-        )
-    if now - verified <= limit:
-        return ""
-    hours = (now - verified).total_seconds() / 3600
-    return (
-        f"Verified complete only through {verified:%Y-%m-%d %H:%M} UTC, {hours:.0f} h ago "
-        f"(limit {settings.GSYNC_VERIFY_MAX_LAG_HOURS} h): see its reconcile entries."
-    )
-
-
-def _floor(moment: datetime) -> datetime:
-    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-
-
 def _scope(
     integration: DeviceIntegration, sync_settings: SyncSettings, *, now: datetime
 ) -> DeviceScope:
@@ -290,29 +236,27 @@ def _reconcile(run: _Run, client: GoliothClient) -> None:
             raise
         _fallback(run, client, reason=str(exc))
         return
-    local = _local_counts(run.integration, run.start, run.end)
-    remembered = _remembered(run)
-    outcome, missing = run.outcome, {}
-    for key in sorted(remote.keys() | local.keys()):
-        golioth, ours = remote.get(key, 0), local.get(key, 0)
-        if golioth > ours:
-            if remembered.get(key) == (golioth, ours):
-                outcome.buckets_consistent += 1
-                continue
-            missing[key] = golioth
-            outcome.readings_missing += golioth - ours
-        elif ours > golioth:
-            outcome.surplus_buckets += 1
-            outcome.surplus_readings += ours - golioth
-    checked = remote.keys() | local.keys()
-    outcome.buckets_checked = len(checked)
-    outcome.devices = len({device_id for _, device_id in checked})
-    outcome.buckets_missing = len(missing)
-    if run.dry_run or not missing:
+    local = local_counts(run.integration, run.start, run.end)
+    found = compare(remote, local, remembered(run.integration, run.start, run.end))
+    outcome = run.outcome
+    outcome.buckets_checked = len(found.checked)
+    outcome.devices = len({device_id for _, device_id in found.checked})
+    outcome.buckets_missing = len(found.missing)
+    outcome.readings_missing = found.readings_missing
+    outcome.buckets_consistent = found.consistent
+    outcome.surplus_buckets, outcome.surplus_readings = (
+        found.surplus_buckets,
+        found.surplus_readings,
+    )
+    if run.dry_run or not found.missing:
         return
-    fetched = _repair(run, client, missing)
-    after = _local_counts(run.integration, run.start, run.end, keys=missing.keys())
-    _judge(run, missing, local, after, fetched)
+    fetched = _repair(run, client, found.missing)
+    after = local_counts(run.integration, run.start, run.end, keys=found.missing.keys())
+    verdict = judge(found.missing, local, after, fetched)
+    outcome.buckets_repaired = verdict.repaired
+    outcome.buckets_still_missing = verdict.still_missing
+    outcome.buckets_consistent += len(verdict.consistent)
+    remember(run.integration, verdict.consistent)
 
 
 def _remote_counts(run: _Run, client: GoliothClient) -> dict[Key, int]:
@@ -324,38 +268,6 @@ def _remote_counts(run: _Run, client: GoliothClient) -> dict[Key, int]:
         _renew(run)
         counts[(row.bucket_start, row.device_external_id)] = row.count
     return counts
-
-
-def _local_counts(
-    integration: DeviceIntegration,
-    start: datetime,
-    end: datetime,
-    *,
-    keys: Iterable[Key] | None = None,
-) -> dict[Key, int]:
-    """gsync's readings per device per hour in [start, end), by the reading's own time."""
-    rows = (
-        TelemetryRecord.objects.filter(
-            integration=integration, device_timestamp__gte=start, device_timestamp__lt=end
-        )
-        .annotate(bucket=TruncHour("device_timestamp", tzinfo=UTC))
-        .values_list("bucket", "device__external_id")
-        .annotate(n=Count("id"))
-    )
-    wanted = set(keys) if keys is not None else None
-    counts = {}
-    for bucket, device_id, n in rows:
-        key = (bucket.astimezone(UTC), device_id)
-        if wanted is None or key in wanted:
-            counts[key] = n
-    return counts
-
-
-def _remembered(run: _Run) -> dict[Key, tuple[int, int]]:
-    rows = ConsistentBucket.objects.filter(
-        integration=run.integration, bucket_start__gte=run.start, bucket_start__lt=run.end
-    ).values_list("bucket_start", "device_external_id", "golioth_count", "local_count")
-    return {(b.astimezone(UTC), d): (g, n) for b, d, g, n in rows}
 
 
 def _repair(run: _Run, client: GoliothClient, missing: dict[Key, int]) -> dict[Key, int]:
@@ -370,7 +282,9 @@ def _repair(run: _Run, client: GoliothClient, missing: dict[Key, int]) -> dict[K
         for page in _hour_pages(client, sorted(device_ids), start, end):
             wanted = [r for r in page if (bucket, r.device_external_id) in missing]
             for r in wanted:
-                distinct[(bucket, r.device_external_id)].add((r.timestamp, _digest(r)))
+                distinct[(bucket, r.device_external_id)].add(
+                    (r.timestamp, payload_digest(r.payload))
+                )
             _ingest(run, wanted)
     return {key: len(found) for key, found in distinct.items()}
 
@@ -411,35 +325,6 @@ def _ingest(run: _Run, readings: list[StreamReading]) -> None:
     _renew(run)
 
 
-def _judge(
-    run: _Run,
-    missing: dict[Key, int],
-    before: dict[Key, int],
-    after: dict[Key, int],
-    fetched: dict[Key, int],
-) -> None:
-    """Each missing device-hour is now repaired, consistent (Golioth's doubles), or still
-    missing (a reading that could not be stored, or data that moved while it was read)."""
-    outcome, consistent = run.outcome, []
-    for key, golioth in missing.items():
-        ours = after.get(key, 0)
-        if ours >= golioth:
-            outcome.buckets_repaired += 1
-        elif ours >= fetched.get(key, 0) and ours >= before.get(key, 0):
-            outcome.buckets_consistent += 1
-            consistent.append((key, golioth, ours))
-        else:
-            outcome.buckets_still_missing += 1
-    now = timezone.now()
-    for (bucket, device_id), golioth, ours in consistent:
-        ConsistentBucket.objects.update_or_create(
-            integration=run.integration,
-            device_external_id=device_id,
-            bucket_start=bucket,
-            defaults={"golioth_count": golioth, "local_count": ours, "checked_at": now},
-        )
-
-
 def _fallback(run: _Run, client: GoliothClient, *, reason: str) -> None:
     """Golioth refused the count query: read the whole lookback again (dedup keeps it exact)."""
     run.outcome.fallback = reason[:300]
@@ -447,10 +332,6 @@ def _fallback(run: _Run, client: GoliothClient, *, reason: str) -> None:
         return
     for page in client.iter_stream_pages(start=run.start, end=run.end):
         _ingest(run, page)
-
-
-def _digest(reading: StreamReading) -> str:
-    return json.dumps(reading.payload, sort_keys=True, separators=(",", ":"))
 
 
 def _renew(run: _Run) -> None:
