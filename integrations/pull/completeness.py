@@ -135,32 +135,6 @@ def remember(integration: DeviceIntegration, consistent: list[tuple[Key, int, in
         )
 
 
-def reconcile_window(
-    integration: DeviceIntegration,
-    sync_settings: SyncSettings,
-    *,
-    now: datetime,
-    since: datetime | None = None,
-    until: datetime | None = None,
-) -> tuple[datetime, datetime]:
-    """[start, end) a reconcile checks: by default the lookback, in whole hours, up to what the
-    pull has committed (its cursor) and never past `now - settleSeconds`."""
-    closed = now - timedelta(seconds=sync_settings.settle_seconds)
-    if since is not None or until is not None:
-        if since is None:
-            raise ValueError("a reconcile window needs a start (since)")
-        end = min(until or closed, closed)
-    else:
-        end = floor_to_bucket(min(closed, integration.sync_cursor or closed))
-        since = floor_to_bucket(end - timedelta(hours=sync_settings.reconcile_lookback_hours))
-    if since >= end:
-        raise ValueError(
-            f"the reconcile window is empty: {since:%Y-%m-%d %H:%M:%S} is not before "
-            f"{end:%Y-%m-%d %H:%M:%S} UTC"
-        )
-    return since, end
-
-
 def verification_warning(
     integration: DeviceIntegration, sync_settings: SyncSettings, *, now: datetime
 ) -> str:

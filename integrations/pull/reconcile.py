@@ -47,13 +47,14 @@ from integrations.pull.completeness import (
     compare,
     judge,
     local_counts,
-    reconcile_window,
     remember,
     remembered,
 )
 from integrations.pull.connection import EXPECTED_ERRORS, describe_error, make_client
 from integrations.pull.device_sync import DeviceScope, ensure_devices
 from integrations.pull.lease import Claim, Lease
+from integrations.pull.outcomes import ReconcileOutcome
+from integrations.pull.windows import reconcile_window
 from integrations.sync_settings import SettingsError, SyncSettings
 from telemetry.ingest import IngestResult, Reading, ingest_readings
 from telemetry.keys import payload_digest
@@ -73,53 +74,6 @@ _NOT_REFUSALS = (
 )
 
 Status = ActivityLog.Status
-
-
-@dataclass
-class ReconcileOutcome:
-    integration_id: int
-    status: str
-    activity: ActivityLog | None = None
-    window_start: datetime | None = None
-    window_end: datetime | None = None
-    devices: int = 0
-    buckets_checked: int = 0
-    buckets_missing: int = 0
-    buckets_repaired: int = 0
-    buckets_consistent: int = 0
-    buckets_still_missing: int = 0
-    readings_missing: int = 0
-    recovered: int = 0
-    fetched: int = 0
-    duplicates: int = 0
-    surplus_buckets: int = 0
-    surplus_readings: int = 0
-    api_calls: int = 0
-    retries: int = 0
-    fallback: str = ""
-    error: str = ""
-    skip_reason: str | None = None
-    dry_run: bool = False
-    duration: float = 0.0
-    verified_through: datetime | None = None
-
-    @property
-    def failed(self) -> bool:
-        return self.status == Status.FAILED
-
-    def describe(self) -> str:
-        if self.fallback:
-            return (
-                f"Count query refused: re-read the lookback as a backfill; {self.fetched} "
-                f"readings fetched, {self.recovered} recovered, {self.api_calls} API calls"
-            )
-        return (
-            f"{self.buckets_checked} device-hours checked, {self.buckets_missing} missing "
-            f"readings ({self.readings_missing}), {self.recovered} recovered, "
-            f"{self.buckets_consistent} consistent (Golioth holds doubles), "
-            f"{self.surplus_buckets} with surplus ({self.surplus_readings}), "
-            f"{self.api_calls} API calls"
-        )
 
 
 @dataclass

@@ -34,6 +34,8 @@ from integrations.pull.device_sync import (
     refresh_devices,
 )
 from integrations.pull.lease import Claim, Lease
+from integrations.pull.outcomes import SyncOutcome, SyncProgress
+from integrations.pull.windows import pull_window
 from integrations.sync_settings import SettingsError, SyncSettings
 from telemetry.ingest import (
     BATCH_SIZE,
@@ -55,48 +57,6 @@ INGEST_BATCH_SIZE = BATCH_SIZE
 FLUSH_SECONDS = 2.0
 
 Status = ActivityLog.Status
-
-
-@dataclass(frozen=True)
-class SyncProgress:
-    """Where a run is, for a progress bar. `pages_total` is None while it is not known."""
-
-    pages_done: int
-    pages_total: int | None
-    readings: int
-    elapsed: float
-
-    @property
-    def rate(self) -> float:
-        return self.readings / self.elapsed if self.elapsed > 0 else 0.0
-
-
-@dataclass
-class SyncOutcome:
-    integration_id: int
-    status: str
-    activity: ActivityLog | None = None
-    devices: int = 0
-    fetched: int = 0
-    inserted: int = 0
-    duplicates: int = 0
-    corrected: int = 0
-    rejected: int = 0
-    rejected_reason: str = ""
-    api_calls: int = 0
-    retries: int = 0
-    rereads: int = 0
-    error: str = ""
-    skip_reason: str | None = None
-    window_start: datetime | None = None
-    window_end: datetime | None = None
-    duration: float = 0.0
-    dry_run: bool = False
-    cursor_moved: bool = False
-
-    @property
-    def failed(self) -> bool:
-        return self.status == Status.FAILED
 
 
 @dataclass
@@ -153,7 +113,7 @@ def sync_integration(
         sync_settings = integration.sync_settings
     except SettingsError as exc:
         return _skip(integration, f"settings are invalid: {exc}", trigger=trigger)
-    start, end = _window(integration, sync_settings, now=now, since=since, until=until)
+    start, end = pull_window(integration, sync_settings, now=now, since=since, until=until)
     run = _Run(
         integration=integration,
         settings=sync_settings,
@@ -198,35 +158,6 @@ def _begin(run: _Run, *, trigger: str) -> bool:
     run.claim = Claim(lease, activity)
     run.outcome.activity = activity
     return True
-
-
-def _window(
-    integration: DeviceIntegration,
-    sync_settings: SyncSettings,
-    *,
-    now: datetime,
-    since: datetime | None,
-    until: datetime | None,
-) -> tuple[datetime, datetime]:
-    """The closed window of this run: it never reaches past `now - settleSeconds`, because data
-    arriving inside an open window shifts Golioth's pages under us."""
-    closed = now - timedelta(seconds=sync_settings.settle_seconds)
-    if since is not None or until is not None:
-        if since is None:
-            raise ValueError("a backfill needs a start (since)")
-        end = min(until or closed, closed)
-        if since >= end:
-            raise ValueError(
-                f"the backfill window is empty: {since:%Y-%m-%d %H:%M:%S} is not "
-                f"before {end:%Y-%m-%d %H:%M:%S} UTC"
-            )
-        return since, end
-    if integration.sync_cursor is not None:
-        start = integration.sync_cursor - timedelta(seconds=sync_settings.overlap_seconds)
-    else:
-        interval = timedelta(seconds=sync_settings.sync_interval_seconds)
-        start = sync_settings.backfill_from or now - interval
-    return min(start, closed), closed
 
 
 def _execute(run: _Run) -> SyncOutcome:

@@ -13,7 +13,8 @@ from integrations.management.commands.runsync import (
     warn_past_retention,
 )
 from integrations.models import ActivityLog, DeviceIntegration
-from integrations.pull.reconcile import ReconcileOutcome, reconcile_integration
+from integrations.pull.outcomes import ReconcileOutcome
+from integrations.pull.reconcile import reconcile_integration
 
 
 class Command(BaseCommand):

@@ -12,8 +12,9 @@ from django.utils import timezone
 from tqdm import tqdm
 
 from integrations.models import ActivityLog, DeviceIntegration
+from integrations.pull.outcomes import SyncOutcome, SyncProgress
 from integrations.pull.retention import reaches_past_retention
-from integrations.pull.sync import SyncOutcome, SyncProgress, sync_integration
+from integrations.pull.sync import sync_integration
 
 _AGE = re.compile(r"^(\d+)\s*([smhdw])$", re.IGNORECASE)
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
