@@ -22,29 +22,29 @@ class DeviceFilter:
     reported_within_hours: int | None = None
 
     def matches(self, device: Any, *, now: datetime) -> bool:
-        """`device` is anything with the attributes of telemetry.Device / payloads.DeviceRecord."""
-        tags = set(device.tag_ids or ())
-        if self.tags:
-            wanted = set(self.tags)
-            if self.tag_match == "all" and not wanted <= tags:
-                return False
-            if self.tag_match == "any" and not wanted & tags:
-                return False
-        if self.device_ids and device.external_id not in self.device_ids:
-            return False
-        if self.name_pattern and not fnmatch.fnmatchcase(device.name or "", self.name_pattern):
-            return False
-        if self.cohort_ids and device.cohort_id not in self.cohort_ids:
-            return False
-        if self.blueprint_ids and device.blueprint_id not in self.blueprint_ids:
-            return False
-        if self.enabled_only and not device.enabled:
-            return False
-        if self.reported_within_hours is not None:
-            cutoff = now - timedelta(hours=self.reported_within_hours)
-            if device.last_report is None or device.last_report < cutoff:
-                return False
-        return True
+        """`device` is anything with the attributes of telemetry.Device / payloads.DeviceRecord.
+        Every part of the filter that is set must hold; an empty part matches every device."""
+        return (
+            self._tags_match(set(device.tag_ids or ()))
+            and (not self.device_ids or device.external_id in self.device_ids)
+            and (not self.name_pattern or fnmatch.fnmatchcase(device.name or "", self.name_pattern))
+            and (not self.cohort_ids or device.cohort_id in self.cohort_ids)
+            and (not self.blueprint_ids or device.blueprint_id in self.blueprint_ids)
+            and (not self.enabled_only or device.enabled)
+            and self._reported_recently(device.last_report, now=now)
+        )
+
+    def _tags_match(self, tags: set[str]) -> bool:
+        if not self.tags:
+            return True
+        wanted = set(self.tags)
+        return wanted <= tags if self.tag_match == "all" else bool(wanted & tags)
+
+    def _reported_recently(self, last_report: datetime | None, *, now: datetime) -> bool:
+        if self.reported_within_hours is None:
+            return True
+        cutoff = now - timedelta(hours=self.reported_within_hours)
+        return last_report is not None and last_report >= cutoff
 
     # What Golioth filters itself (fewer pages); `matches` still checks every device read.
 

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 from django.utils.timesince import timeuntil
 
 from integrations.models import ActivityLog, DeviceIntegration
-from integrations.sync_settings import SettingsError
+from integrations.sync_settings import SettingsError, SyncSettings
 from integrations.time_window import TimeWindow
 
 
@@ -79,7 +79,6 @@ class Due:
 def due(integration: DeviceIntegration, *, now: datetime, tick: datetime | None = None) -> Due:
     """Run now, or why not. `tick` is the dispatch minute the interval is judged at (the
     dispatcher's, see scheduling.dispatch_tick); `now` by default."""
-    tick = tick or now
     try:
         sync_settings = integration.sync_settings
     except SettingsError as exc:
@@ -91,16 +90,22 @@ def due(integration: DeviceIntegration, *, now: datetime, tick: datetime | None 
     if integration.status != DeviceIntegration.Status.ACTIVE:
         status = integration.get_status_display().lower()
         return Due(now, Hold.STOPPED, f"integration is {status}, not active")
+    if integration.locked_until and integration.locked_until > now:
+        return Due(now, Hold.RUNNING, window=sync_settings.time_window)
+    return _by_the_clock(integration, sync_settings, now=now, tick=tick or now)
+
+
+def _by_the_clock(
+    integration: DeviceIntegration, sync_settings: SyncSettings, *, now: datetime, tick: datetime
+) -> Due:
+    """An active integration's run: the time window, then the interval since the last one."""
     window = sync_settings.time_window
     interval = timedelta(seconds=sync_settings.sync_interval_seconds)
     last = integration.last_queued_at or integration.last_sync_at
     scheduled = last + interval if last else None
-    interval_due = scheduled
-    if integration.locked_until and integration.locked_until > now:
-        return Due(now, Hold.RUNNING, window=window)
-    if integration.locked_by:
-        # A run releases its lease however it ends: one left to expire means its worker died.
-        interval_due = None
+    # A run releases its lease however it ends: one left to expire means its worker died, and
+    # its window is read again at once.
+    interval_due = None if integration.locked_by else scheduled
     earliest = max(now, interval_due) if interval_due else now
     opens_window = window is not None and not window.contains(earliest)
     next_at = window.next_opening(earliest) if window and opens_window else earliest
