@@ -203,8 +203,17 @@ def _document(payload: Any, *, limit: int) -> bytes:
     digits), or larger than `limit` bytes."""
     try:
         document = canonical_json(payload)
-    except (ValueError, TypeError, RecursionError) as exc:
+    except ValueError as exc:
+        if "Out of range float" in str(exc):
+            raise _Refused(
+                "payload cannot be stored as JSON: it holds NaN, Infinity or a number "
+                "too large to store"
+            ) from None
         # Python's own message, up to its advice on raising the limit.
+        raise _Refused(
+            f"payload cannot be stored as JSON: {str(exc).split(';')[0][:200]}"
+        ) from None
+    except (TypeError, RecursionError) as exc:
         raise _Refused(
             f"payload cannot be stored as JSON: {str(exc).split(';')[0][:200]}"
         ) from None

@@ -10,6 +10,7 @@ scrubbed from every message.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import random
@@ -176,7 +177,7 @@ class Transport:
         if response.status_code >= 300:
             self._raise_for_status(response, what)
         try:
-            return response.json()
+            return _decode(response)
         except ValueError as exc:
             # Garbled bodies are retried: a proxy or a dropped connection, not Golioth's answer.
             error = MalformedResponseError(f"Golioth sent a body that is not JSON for {what}")
@@ -211,6 +212,25 @@ class Transport:
     def _scrub(self, text: str) -> str:
         """Never let the key into a message, whatever an error echoes back."""
         return text.replace(self._secret, "[redacted]") if self._secret else text
+
+
+def _decode(response: requests.Response) -> Any:
+    """The JSON body. Python refuses to read an integer of over 4,300 digits (CVE-2020-10735),
+    and one such value in a reading failed the whole page as garbled, every retry: read as a
+    float it is infinite instead, which ingest refuses for that one reading, with its reason."""
+    try:
+        return response.json()
+    except ValueError as exc:
+        if "integer string conversion" not in str(exc):
+            raise
+    return json.loads(response.content, parse_int=_parse_int)
+
+
+def _parse_int(text: str) -> int | float:
+    try:
+        return int(text)
+    except ValueError:
+        return math.inf
 
 
 def _gave_up(error: GoliothError, attempts: int) -> GoliothError:

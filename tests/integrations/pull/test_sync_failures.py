@@ -218,3 +218,28 @@ def test_connection_without_a_key_says_so(golioth_integration):
 
     assert (entry.status, entry.trigger) == ("failed", "manual")
     assert entry.error_message == "no API key is set for this integration: add one in the admin"
+
+
+def test_an_integer_python_cannot_read_rejects_one_reading_not_the_run(golioth, seeded):
+    """A payload holding an integer of over 4,300 digits (Python refuses to read those,
+    CVE-2020-10735) failed its whole page as garbled, was retried, and failed the run every
+    time: the pull stalled on it for good. Now that one reading is rejected with its reason."""
+    marker = 987654321987
+    device = golioth.readings()[0].device_external_id
+    golioth.add_reading(device, NOW - timedelta(minutes=30), {"huge": marker})
+    answer = golioth._answer
+
+    def huge_integer(handler, kind, *args):
+        reply = answer(handler, kind, *args)
+        reply.body = reply.body.replace(str(marker).encode(), b"9" * 5000)
+        return reply
+
+    golioth._answer = huge_integer
+    outcome = sync_integration(seeded, now=NOW)
+
+    seeded.refresh_from_db()
+    assert outcome.status == "partial"
+    assert outcome.rejected == 1
+    assert "a number too large to store" in outcome.rejected_reason
+    assert outcome.inserted == 60 * 20
+    assert seeded.sync_cursor is not None  # the window is done: the next run moves on
