@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import logging
 import re
+from urllib.parse import unquote
 
 REDACTED = "[redacted]"
 _WEBHOOK_TOKEN = re.compile(r"(/webhooks/golioth/)[^/?#\s\"']*")
+# A path as log lines hold it; the servers route it percent-decoded, so it is judged decoded.
+_PATH = re.compile(r"/[^\s?#\"']*")
 # A path's query string (`/x/?a=1&b`), and within it each value: names are kept.
 _QUERY = re.compile(r"(/[^\s?\"']*\?)([^\s\"'#]*)")
 _QUERY_ITEM = re.compile(r"[^&;]+")
@@ -22,11 +25,19 @@ _QUERY_ITEM = re.compile(r"[^&;]+")
 
 def redact(text: str) -> str:
     """`text` with webhook tokens and query-string values replaced by [redacted]."""
-    if "/webhooks/golioth/" in text:
-        text = _WEBHOOK_TOKEN.sub(rf"\g<1>{REDACTED}", text)
+    if "golioth" in text or "%" in text:
+        text = _PATH.sub(_redact_path, text)
     if "?" in text:
         text = _QUERY.sub(_redact_query, text)
     return text
+
+
+def _redact_path(match: re.Match[str]) -> str:
+    path = match[0]
+    decoded = unquote(path) if "%" in path else path
+    if "/webhooks/golioth/" not in decoded:
+        return path
+    return _WEBHOOK_TOKEN.sub(rf"\g<1>{REDACTED}", decoded)
 
 
 def _redact_query(match: re.Match[str]) -> str:
