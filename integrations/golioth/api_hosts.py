@@ -68,6 +68,7 @@ class ApiHostPolicy:
         literal = _ip_or_none(host)
         if literal is not None:
             self._check_address(host, literal)
+            self._check_scheme(parts.scheme)
         return host, port
 
     def check_addresses(self, url: str) -> None:
@@ -79,6 +80,17 @@ class ApiHostPolicy:
         for info in socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP):
             address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
             self._check_address(host, address)
+        self._check_scheme(urlsplit(url).scheme)
+
+    def _check_scheme(self, scheme: str) -> None:
+        """After the address checks, whose reason comes first: a private address is refused
+        for what it is, whichever scheme it was given with."""
+        if scheme != "https" and not self.allow_private:
+            raise ApiHostError(
+                "the API base URL must start with https:// (over http:// the API key would "
+                "travel unencrypted); http:// is for a local Golioth, with "
+                "GSYNC_ALLOW_PRIVATE_API_HOSTS set"
+            )
 
     def _check_address(self, host: str, address: ipaddress.IPv4Address | ipaddress.IPv6Address):
         if self.allow_private or _is_public(address):

@@ -118,3 +118,27 @@ def test_urls_that_parsers_read_differently_are_refused(settings, url):
 
     with pytest.raises(ApiHostError):
         GoliothClient(base_url=url, api_key="secret-123", project_id="p")
+
+
+def test_plain_http_is_refused_unless_private_hosts_are_allowed(monkeypatch):
+    """Over http:// the x-api-key header travels in clear: only a local Golioth may use it."""
+    import socket
+
+    from integrations.golioth.api_hosts import ApiHostPolicy
+
+    # This sandbox has no DNS: api.golioth.io resolves to a public address, as it does.
+    public_answer = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("34.120.0.1", 443))]
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *args, **kwargs: public_answer)
+
+    public = ApiHostPolicy(("api.golioth.io",), allow_private=False)
+    with pytest.raises(ApiHostError, match="must start with https://"):
+        public.check_addresses("http://api.golioth.io")  # checked before every request
+    with pytest.raises(ApiHostError, match="must start with https://"):
+        ApiHostPolicy(("8.8.8.8",), allow_private=False).check_url("http://8.8.8.8")
+    public.check_url("https://api.golioth.io")
+
+    with pytest.raises(ApiHostError, match="private") as private:
+        ApiHostPolicy(("127.0.0.1",), allow_private=False).check_url("http://127.0.0.1:9000")
+    assert "https" not in str(private.value)  # the address is the reason, not the scheme
+
+    ApiHostPolicy(("127.0.0.1",), allow_private=True).check_url("http://127.0.0.1:9000")

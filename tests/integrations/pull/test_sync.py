@@ -290,7 +290,7 @@ def test_sync_unstorable_payload_is_rejected_and_the_rest_kept(
     assert (entry.status, entry.error_message) == (
         "partial",
         "1 readings were not stored: payload cannot be stored as JSON: "
-        "Out of range float values are not JSON compliant",
+        "it holds NaN, Infinity or a number too large to store",
     )
     golioth_integration.refresh_from_db()
     assert golioth_integration.sync_cursor == NOW - timedelta(seconds=30)
