@@ -17,7 +17,8 @@ import requests
 from django.db import transaction
 from django.utils import timezone
 
-from integrations.golioth.simulator.server import GoliothSimulator, SimDevice
+from integrations.golioth.simulator.server import GoliothSimulator
+from integrations.golioth.simulator.store import SimDevice
 from integrations.models import ActivityLog, DeviceIntegration
 from integrations.sync_settings import SyncSettings
 

@@ -23,7 +23,8 @@ from django_q.conf import Conf
 from django_q.models import OrmQ, Task
 from django_q.signing import SignedPackage
 
-from integrations.golioth.simulator.server import FaultConfig, GoliothSimulator
+from integrations.golioth.simulator.faults import FaultConfig
+from integrations.golioth.simulator.server import GoliothSimulator
 from integrations.models import DeviceIntegration, WebhookDelivery
 from integrations.pull import sync
 from integrations.pull.connection import test_connection as check_connection

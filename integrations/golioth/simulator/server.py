@@ -47,28 +47,9 @@ import requests
 
 from integrations.golioth.payloads import StreamReading
 from integrations.golioth.simulator import api
+from integrations.golioth.simulator.faults import FaultConfig, fault_reply
 from integrations.golioth.simulator.store import SimDevice, SimStore, seed_fleet
 from integrations.golioth.simulator.webhooks import build_webhook
-
-__all__ = ["FaultConfig", "GoliothSimulator", "SimDevice", "SimRequest"]
-
-FAULT_KINDS = ("500", "503", "429", "timeout", "reset", "truncate")
-
-
-@dataclass(frozen=True)
-class FaultConfig:
-    """Each call fails with probability `rate`, as one of `kinds` (drawn from a seeded RNG)."""
-
-    rate: float = 0.0
-    kinds: tuple[str, ...] = FAULT_KINDS
-    retry_after: float = 1
-    slow_seconds: float = 2.0
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        unknown = set(self.kinds) - set(FAULT_KINDS)
-        if unknown or not self.kinds:
-            raise ValueError(f"fault kinds must be among {FAULT_KINDS}, got {self.kinds}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,13 +70,6 @@ class _Reply:
     status: int
     body: bytes
     headers: dict[str, str] = field(default_factory=dict)
-
-
-_FAULT_REPLIES = {
-    "500": (500, 13, "internal error"),
-    "503": (503, 14, "service unavailable"),
-    "429": (429, 8, "too many requests"),
-}
 
 
 class GoliothSimulator:
@@ -291,19 +265,11 @@ class GoliothSimulator:
                 return
             if fault == "timeout" and faults:
                 time.sleep(faults.slow_seconds)
-            reply = self._fault_reply(fault, faults) or self._answer(
-                handler, kind, args, url.query, body
+            failed = fault_reply(fault, faults)
+            reply = (
+                _Reply(*failed) if failed else self._answer(handler, kind, args, url.query, body)
             )
             _write(handler, reply, truncate=fault == "truncate")
-
-    def _fault_reply(self, fault: str | None, faults: FaultConfig | None) -> _Reply | None:
-        if fault not in _FAULT_REPLIES or faults is None:
-            return None
-        status, code, message = _FAULT_REPLIES[fault]
-        reply = _Reply(status, api.error_body(code, message))
-        if fault == "429":
-            reply.headers["Retry-After"] = f"{faults.retry_after:g}"
-        return reply
 
     def _answer(
         self, handler: _Handler, kind: str, args: dict[str, str], query: str, body: bytes

@@ -10,7 +10,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from integrations.golioth.simulator.server import FaultConfig, GoliothSimulator, SimDevice
+from integrations.golioth.simulator.faults import FaultConfig
+from integrations.golioth.simulator.server import GoliothSimulator
+from integrations.golioth.simulator.store import SimDevice
 
 
 class Command(BaseCommand):

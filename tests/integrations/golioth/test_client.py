@@ -21,7 +21,7 @@ from integrations.golioth.errors import (
     RateLimitedError,
     UnavailableError,
 )
-from integrations.golioth.simulator.server import FaultConfig
+from integrations.golioth.simulator.faults import FaultConfig
 from telemetry.keys import canonical_json
 
 

@@ -16,7 +16,8 @@ import requests
 from django.core.management import call_command
 
 from integrations.golioth.payloads import format_time, parse_device, parse_time
-from integrations.golioth.simulator.server import FaultConfig, GoliothSimulator
+from integrations.golioth.simulator.faults import FaultConfig
+from integrations.golioth.simulator.server import GoliothSimulator
 
 
 @pytest.fixture

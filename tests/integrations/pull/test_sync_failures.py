@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from integrations.golioth.simulator.server import FAULT_KINDS, FaultConfig
+from integrations.golioth.simulator.faults import FAULT_KINDS, FaultConfig
 from integrations.models import ActivityLog, DeviceIntegration
 from integrations.pull.connection import test_connection as check_connection
 from integrations.pull.sync import sync_integration
