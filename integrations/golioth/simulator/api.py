@@ -12,12 +12,12 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from integrations.golioth.payloads import PayloadError, parse_time
+from integrations.golioth.simulator.micros import to_micros
 from integrations.golioth.simulator.query import QueryError, parse_query, run_query
 from integrations.golioth.simulator.store import (
     DeviceQuery,
     SimStore,
     device_json,
-    to_micros,
 )
 
 MAX_PER_PAGE = 100

@@ -48,9 +48,9 @@ from typing import Any
 
 import cbor2
 
+from integrations.golioth.simulator.micros import from_micros, to_micros
 from integrations.golioth.simulator.pipelines import CBOR, DEFAULT_CBOR_LOGS, JSON, Message, Router
 from integrations.golioth.simulator.server import GoliothSimulator
-from integrations.golioth.simulator.store import from_micros, to_micros
 from telemetry.keys import canonical_json
 
 Key = tuple[str, datetime, bytes]  # (device id, time in µs, canonical JSON of the payload)

@@ -39,7 +39,7 @@ import yaml
 
 from integrations.golioth.paths import pattern_matches
 from integrations.golioth.payloads import PayloadError, nest_under_path, parse_time
-from integrations.golioth.simulator.store import to_micros
+from integrations.golioth.simulator.micros import to_micros
 
 JSON = "application/json"
 CBOR = "application/cbor"

@@ -28,6 +28,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from integrations.golioth.simulator.micros import from_micros
+
 AGGREGATES = ("avg", "count", "max", "min", "sum")
 _BUCKET = re.compile(r"^(\d+)([smhd])$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
@@ -186,7 +188,6 @@ def _group_value(query: Query, field: Field, row: Row) -> Any:
 
 
 def _bucket_time(micros: int) -> str:
-    from integrations.golioth.simulator.store import from_micros
 
     moment = from_micros(micros)
     if moment.microsecond:

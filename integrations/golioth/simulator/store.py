@@ -20,9 +20,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from integrations.golioth.payloads import StreamReading
+from integrations.golioth.simulator.micros import from_micros, to_micros
 from integrations.golioth.simulator.query import Row
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _CACHE_SIZE = 8
 
 
@@ -68,17 +68,6 @@ class DeviceQuery:
 def _term_matches(term: str, device: SimDevice) -> bool:
     needle = term.lower()
     return any(needle in text.lower() for text in [device.name, *device.hardware_ids])
-
-
-def to_micros(value: datetime) -> int:
-    if value.tzinfo is None:
-        raise ValueError("naive datetime: the simulator stores UTC times only")
-    delta = value - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-def from_micros(micros: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=micros)
 
 
 def format_stream_time(micros: int, style: int, nanos: int = 0) -> str:

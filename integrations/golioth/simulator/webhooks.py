@@ -11,7 +11,7 @@ from typing import Any
 import cbor2
 
 from integrations.golioth.payloads import format_time, nest_under_path
-from integrations.golioth.simulator.store import to_micros
+from integrations.golioth.simulator.micros import to_micros
 
 SHAPES = ("plain", "inject-metadata", "legacy")
 CONTENT_TYPES = ("application/json", "application/cbor")

@@ -114,7 +114,7 @@ def test_pull_keeps_the_window_when_a_retention_delete_shifts_pages(
         with store._lock:
             from bisect import bisect_left
 
-            from integrations.golioth.simulator.store import to_micros
+            from integrations.golioth.simulator.micros import to_micros
 
             n = bisect_left(store._times, to_micros(cutoff))
             del store._times[:n], store._devs[:n], store._data[:n]

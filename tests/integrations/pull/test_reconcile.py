@@ -103,7 +103,7 @@ def test_reconcile_reports_surplus_and_never_deletes(golioth, golioth_integratio
     golioth.store._lock.acquire()
     try:  # the reading is deleted upstream: gsync now holds more than Golioth
         store = golioth.store
-        from integrations.golioth.simulator.store import to_micros
+        from integrations.golioth.simulator.micros import to_micros
 
         micros = to_micros(record.device_timestamp)
         row = next(i for i in range(len(store._times)) if store._times[i] == micros)

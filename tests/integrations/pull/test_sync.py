@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from integrations.due import due
-from integrations.golioth.simulator.store import to_micros
+from integrations.golioth.simulator.micros import to_micros
 from integrations.models import ActivityLog, DeviceIntegration
 from integrations.pull.sync import sync_integration
 from telemetry.keys import canonical_json
