@@ -2,7 +2,7 @@
 per-model permissions.
 
 Thin adapters: editing goes through integrations.admin.forms.IntegrationForm, the change
-entry through integrations.settings_changes, re-processing through integrations.push.view.
+entry through integrations.settings_changes, re-processing through integrations.push.deliveries.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from integrations.golioth.payloads import PayloadError
 from integrations.golioth.webhook_payloads import decode_body
 from integrations.models import ActivityLog, DeviceIntegration, WebhookDelivery
 from integrations.pull.retention import retention_warnings
-from integrations.push import view as webhooks
+from integrations.push.deliveries import reprocess_deliveries
 from integrations.push.pipeline import pipeline_yaml
 from integrations.setting_table import SETTINGS
 from integrations.settings_changes import log_settings_change
@@ -451,7 +451,7 @@ class WebhookDeliveryAdmin(BigTableAdmin):
     @admin.action(description="Re-process selected deliveries", permissions=["reprocess"])
     def reprocess(self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]) -> None:
         deliveries = queryset.defer(None).select_related("integration").order_by("received_at")
-        result = webhooks.reprocess_deliveries(deliveries)
+        result = reprocess_deliveries(deliveries)
         level = messages.WARNING if getattr(result, "failed", 0) else messages.SUCCESS
         self.message_user(request, result.describe(), level)
 

@@ -47,30 +47,16 @@ from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonR
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
-from integrations.golioth.webhook_payloads import UNSTORABLE_TEXT, parse_webhook
+from integrations.golioth.webhook_payloads import UNSTORABLE_TEXT
 from integrations.models import DeviceIntegration, WebhookDelivery
 from integrations.push import auth_throttle
 from integrations.push.deliveries import (
     DeliveryResult,
-    ReprocessResult,
     conclude_delivery,
     forget_minute_entries,
     process_delivery,
-    prune_deliveries,
-    reprocess_deliveries,
-    roll_up_webhook_minutes,
     webhook_minute_entry,
 )
-
-__all__ = [
-    "ReprocessResult",
-    "golioth_webhook",
-    "parse_webhook",
-    "process_delivery",
-    "prune_deliveries",
-    "reprocess_deliveries",
-    "roll_up_webhook_minutes",
-]
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from django.db import connection
 from django.utils import timezone
 
 from integrations.models import ActivityLog, DeviceIntegration, WebhookDelivery
-from integrations.push.view import roll_up_webhook_minutes
+from integrations.push.deliveries import roll_up_webhook_minutes
 from integrations.scheduling import dispatch_due_integrations
 from telemetry.models import Device, TelemetryRecord
 
