@@ -5,9 +5,9 @@ on its own), then processed inside `atomic()` by integrations.push.deliveries, s
 the work back while the delivery row keeps the error and traceback for a re-process. The view is
 non-atomic for that reason.
 
-Activity: one `webhook_received` entry per integration per minute, its counters filled from the
-minute's deliveries once it is over (`api_calls` counts the deliveries received; see
-integrations.push.deliveries). A fleet pushing every few seconds would otherwise write thousands of
+Activity: each request finds (or adds) its minute's `webhook_received` entry, and does nothing
+more with it; the dispatcher fills in its counts from the minute's deliveries once it is over
+(integrations.push.deliveries). A fleet pushing every few seconds would otherwise write thousands of
 entries an hour and bury the sync entries staff look for; every delivery is still kept, one by
 one, in `webhook_deliveries`.
 
