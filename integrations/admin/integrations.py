@@ -312,6 +312,12 @@ class DeviceIntegrationAdmin(SchedulingAdminMixin, admin.ModelAdmin):
         return due(obj, now=timezone.now()).describe()
 
 
+WEBHOOK_ACTIVITY = (
+    ActivityLog.ActivityType.WEBHOOK_RECEIVED,
+    ActivityLog.ActivityType.WEBHOOK_REPROCESSED,
+)
+
+
 @admin.register(ActivityLog)
 class ActivityLogAdmin(BigTableAdmin):
     list_display = [
@@ -324,7 +330,7 @@ class ActivityLogAdmin(BigTableAdmin):
         "readings_fetched",
         "readings_inserted",
         "readings_duplicate",
-        "api_calls",
+        "calls",
         "retries",
         "duration",
         "short_message",
@@ -370,6 +376,27 @@ class ActivityLogAdmin(BigTableAdmin):
         ("Details", {"fields": ["metadata_display"]}),
     ]
     readonly_fields = ["duration", "metadata_display"]
+
+    def get_fieldsets(self, request: HttpRequest, obj: ActivityLog | None = None) -> Any:
+        if obj is None or obj.activity_type not in WEBHOOK_ACTIVITY:
+            return self.fieldsets
+        # A webhook entry counts deliveries; it makes no API call and sees no device list.
+        webhook_counts = [
+            "deliveries",
+            "readings_fetched",
+            "readings_inserted",
+            "readings_duplicate",
+        ]
+        return [
+            (name, {"fields": webhook_counts}) if name == "Counts" else (name, options)
+            for name, options in self.fieldsets
+        ]
+
+    @admin.display(description="Calls")
+    def calls(self, obj: ActivityLog) -> str:
+        if obj.activity_type in WEBHOOK_ACTIVITY:
+            return f"Deliveries {obj.deliveries}"
+        return f"API calls {obj.api_calls}"
 
     @admin.display(description="Duration", ordering="response_time_ms")
     def duration(self, obj: ActivityLog) -> str:
