@@ -1,9 +1,10 @@
 """Webhook activity entries count deliveries in their own column (issue 10), and a minute has one.
 
 `deliveries` is added with a default (no table rewrite on PostgreSQL 11+). The webhook entries
-written before it kept their delivery count in `api_calls`: it moves over. The unique constraint
-lets the webhook find or add its minute's entry without a lock; the lock the old writer took kept
-a minute to one entry, so the merge of duplicates below should find none.
+written before it kept their delivery count in `api_calls`: it moves over. Duplicate minute
+entries are merged for 0009's unique constraint; the lock the old writer took kept a minute to
+one entry, so the merge should find none. The constraint is a migration of its own: PostgreSQL
+builds no index in a transaction that has updated the table's referenced rows.
 """
 
 from django.db import migrations, models
@@ -57,12 +58,4 @@ class Migration(migrations.Migration):
         ),
         migrations.RunPython(move_delivery_counts, move_delivery_counts_back),
         migrations.RunPython(merge_duplicate_minutes, migrations.RunPython.noop),
-        migrations.AddConstraint(
-            model_name="activitylog",
-            constraint=models.UniqueConstraint(
-                condition=models.Q(activity_type="webhook_received"),
-                fields=("integration", "started_at"),
-                name="activity_one_webhook_minute",
-            ),
-        ),
     ]
