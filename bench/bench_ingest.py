@@ -82,7 +82,7 @@ def prepare(args: argparse.Namespace):  # noqa: ANN201 - model instances and rea
         for i in range(args.devices)
     )
     devices = list(Device.objects.values_list("pk", "external_id"))
-    activity = ActivityLog.objects.log(integration, activity_type="backfill", status="started")
+    activity = ActivityLog.objects.start(integration, activity_type="backfill")
     rng = random.Random(0)
     start = datetime(2026, 3, 1, tzinfo=UTC)
     readings = []

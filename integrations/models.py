@@ -7,8 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings as django_settings
-from django.db import models, transaction
-from django.db.models import F
+from django.db import IntegrityError, models, transaction
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare
@@ -163,8 +162,11 @@ class DeviceIntegration(models.Model):
 
 
 class ActivityLogManager(models.Manager["ActivityLog"]):
+    """The writers of activity entries: `log` a finished one, `start` + `finish` work under way,
+    `minute_entry` the webhook's entry of a minute."""
+
     def log(self, integration: DeviceIntegration | None, **fields: Any) -> ActivityLog:
-        """The one writer of activity entries."""
+        """A finished entry."""
         fields.setdefault("completed_at", timezone.now())
         fields.setdefault("started_at", fields["completed_at"])
         if fields.get("response_time_ms") is None and fields.get("started_at"):
@@ -179,6 +181,23 @@ class ActivityLogManager(models.Manager["ActivityLog"]):
         fields.setdefault("started_at", timezone.now())
         return self.create(integration=integration, **fields)
 
+    def finish(
+        self,
+        entry: ActivityLog,
+        *,
+        status: str,
+        completed_at: datetime | None = None,
+        **fields: Any,
+    ) -> ActivityLog:
+        """Complete a `start`ed entry with its outcome and counts (now, unless `completed_at`)."""
+        fields.update(status=status, completed_at=completed_at or timezone.now())
+        elapsed = fields["completed_at"] - entry.started_at
+        fields.setdefault("response_time_ms", max(0, int(elapsed.total_seconds() * 1000)))
+        for name, value in fields.items():
+            setattr(entry, name, value)
+        entry.save(update_fields=list(fields))
+        return entry
+
     def abandon_started(
         self, integration: DeviceIntegration, *, activity_types: list[str], reason: str
     ) -> int:
@@ -191,75 +210,36 @@ class ActivityLogManager(models.Manager["ActivityLog"]):
         failed, now = ActivityLog.Status.FAILED, timezone.now()
         return stale.update(status=failed, completed_at=now, error_message=reason)
 
-    def finish(self, entry: ActivityLog, *, status: str, **fields: Any) -> ActivityLog:
-        fields.update(status=status, completed_at=timezone.now())
-        elapsed = fields["completed_at"] - entry.started_at
-        fields.setdefault("response_time_ms", max(0, int(elapsed.total_seconds() * 1000)))
-        for name, value in fields.items():
-            setattr(entry, name, value)
-        entry.save(update_fields=list(fields))
-        return entry
+    def minute_entry(self, integration: DeviceIntegration, *, at: datetime) -> int:
+        """The id of `integration`'s `webhook_received` entry for the minute of `at`, added
+        `started` by the minute's first delivery; its counts are filled in once the minute is
+        over (integrations.push.deliveries.roll_up_webhook_minutes).
 
-    def minute_entry(
-        self,
-        integration: DeviceIntegration,
-        *,
-        activity_type: str,
-        trigger: str,
-        at: datetime,
-        message: str,
-    ) -> int:
-        """The id of `integration`'s entry for the minute of `at`; the first writer adds it,
-        `started` until the minute's counts are filled in (integrations.push.deliveries).
-
-        Those counts are the whole minute's, so a minute has one entry: a writer that finds none
-        takes the integration's row lock and looks again before adding it.
+        A minute has one entry, its counts being the whole minute's: the unique constraint
+        `activity_one_webhook_minute` makes the loser of a race of first writers (two
+        processes) find the winner's entry.
         """
         minute = at.replace(second=0, microsecond=0)
         entries = self.filter(
-            integration=integration, activity_type=activity_type, started_at=minute
+            integration=integration,
+            activity_type=ActivityLog.ActivityType.WEBHOOK_RECEIVED,
+            started_at=minute,
         )
         found = entries.values_list("pk", flat=True).first()
         if found is not None:
             return found
-        with transaction.atomic():
-            # A no-op on SQLite, whose IMMEDIATE transactions already take turns.
-            locked = DeviceIntegration.objects.select_for_update().filter(pk=integration.pk)
-            list(locked.values_list("pk"))
-            found = entries.values_list("pk", flat=True).first()
-            if found is None:
-                found = self.start(
+        try:
+            # A savepoint, so a lost race leaves an enclosing transaction usable.
+            with transaction.atomic():
+                return self.start(
                     integration,
-                    activity_type=activity_type,
-                    trigger=trigger,
+                    activity_type=ActivityLog.ActivityType.WEBHOOK_RECEIVED,
+                    trigger=ActivityLog.Trigger.WEBHOOK,
                     started_at=minute,
-                    message=message,
+                    message="Webhook deliveries received in this minute.",
                 ).pk
-        return found
-
-    def add_counts(
-        self,
-        entry_id: int,
-        *,
-        completed_at: datetime,
-        failure: str = "",
-        status: str | None = None,
-        message: str | None = None,
-        **counts: int,
-    ) -> int:
-        """Add to an entry's counters in one UPDATE; F() so concurrent writers never lose a count.
-
-        A `failure` marks the entry partial and keeps the latest reason; `status` and `message`,
-        when given, replace the entry's own.
-        """
-        updates: dict[str, Any] = {name: F(name) + n for name, n in counts.items() if n}
-        if failure:
-            updates.update(status=ActivityLog.Status.PARTIAL, error_message=failure[:2000])
-        if status is not None:
-            updates["status"] = status
-        if message is not None:
-            updates["message"] = message
-        return self.filter(pk=entry_id).update(completed_at=completed_at, **updates)
+        except IntegrityError:
+            return entries.values_list("pk", flat=True).get()
 
 
 class ActivityLog(models.Model):
@@ -307,6 +287,8 @@ class ActivityLog(models.Model):
     readings_inserted = models.PositiveIntegerField(default=0)
     readings_duplicate = models.PositiveIntegerField(default=0)
     api_calls = models.PositiveIntegerField(default=0)
+    # Webhook entries: the deliveries received (in the minute) or re-processed.
+    deliveries = models.PositiveIntegerField(default=0)
     retries = models.PositiveIntegerField(default=0)
     window_start = models.DateTimeField(null=True, blank=True)
     window_end = models.DateTimeField(null=True, blank=True)
@@ -324,6 +306,13 @@ class ActivityLog(models.Model):
             models.Index(fields=["-started_at", "-id"], name="activity_newest"),
             models.Index(fields=["integration", "-started_at"], name="activity_integration_newest"),
             models.Index(fields=["activity_type", "-started_at"], name="activity_type_newest"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["integration", "started_at"],
+                condition=models.Q(activity_type="webhook_received"),
+                name="activity_one_webhook_minute",
+            )
         ]
         verbose_name = "activity log entry"
         verbose_name_plural = "activity log"

@@ -2,7 +2,7 @@
 per-model permissions.
 
 Thin adapters: editing goes through integrations.admin.forms.IntegrationForm, the change
-entry through integrations.settings_changes, re-processing through integrations.push.view.
+entry through integrations.settings_changes, re-processing through integrations.push.deliveries.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from integrations.golioth.payloads import PayloadError
 from integrations.golioth.webhook_payloads import decode_body
 from integrations.models import ActivityLog, DeviceIntegration, WebhookDelivery
 from integrations.pull.retention import retention_warnings
-from integrations.push import view as webhooks
+from integrations.push.deliveries import reprocess_deliveries
 from integrations.push.pipeline import pipeline_yaml
 from integrations.setting_table import SETTINGS
 from integrations.settings_changes import log_settings_change
@@ -312,6 +312,12 @@ class DeviceIntegrationAdmin(SchedulingAdminMixin):
         return due(obj, now=timezone.now()).describe()
 
 
+WEBHOOK_ACTIVITY = (
+    ActivityLog.ActivityType.WEBHOOK_RECEIVED,
+    ActivityLog.ActivityType.WEBHOOK_REPROCESSED,
+)
+
+
 @admin.register(ActivityLog)
 class ActivityLogAdmin(BigTableAdmin):
     list_display = [
@@ -324,7 +330,7 @@ class ActivityLogAdmin(BigTableAdmin):
         "readings_fetched",
         "readings_inserted",
         "readings_duplicate",
-        "api_calls",
+        "calls",
         "retries",
         "duration",
         "short_message",
@@ -370,6 +376,27 @@ class ActivityLogAdmin(BigTableAdmin):
         ("Details", {"fields": ["metadata_display"]}),
     ]
     readonly_fields = ["duration", "metadata_display"]
+
+    def get_fieldsets(self, request: HttpRequest, obj: ActivityLog | None = None) -> Any:
+        if obj is None or obj.activity_type not in WEBHOOK_ACTIVITY:
+            return self.fieldsets
+        # A webhook entry counts deliveries; it makes no API call and sees no device list.
+        webhook_counts = [
+            "deliveries",
+            "readings_fetched",
+            "readings_inserted",
+            "readings_duplicate",
+        ]
+        return [
+            (name, {"fields": webhook_counts}) if name == "Counts" else (name, options)
+            for name, options in self.fieldsets
+        ]
+
+    @admin.display(description="Calls")
+    def calls(self, obj: ActivityLog) -> str:
+        if obj.activity_type in WEBHOOK_ACTIVITY:
+            return f"Deliveries {obj.deliveries}"
+        return f"API calls {obj.api_calls}"
 
     @admin.display(description="Duration", ordering="response_time_ms")
     def duration(self, obj: ActivityLog) -> str:
@@ -451,7 +478,7 @@ class WebhookDeliveryAdmin(BigTableAdmin):
     @admin.action(description="Re-process selected deliveries", permissions=["reprocess"])
     def reprocess(self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]) -> None:
         deliveries = queryset.defer(None).select_related("integration").order_by("received_at")
-        result = webhooks.reprocess_deliveries(deliveries)
+        result = reprocess_deliveries(deliveries)
         level = messages.WARNING if getattr(result, "failed", 0) else messages.SUCCESS
         self.message_user(request, result.describe(), level)
 

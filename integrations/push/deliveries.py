@@ -9,7 +9,8 @@ again on failed deliveries; `prune_deliveries` drops old ones.
 Activity: one `webhook_received` entry per integration per minute, added `started` by the minute's
 first delivery; readings link to it. No delivery writes to it: concurrent requests would all
 queue on that one row's lock. Once the minute is over, `roll_up_webhook_minutes` (the dispatcher,
-every minute) fills its counts from the minute's deliveries.
+every minute, never a request) fills its counts from the minute's deliveries: `deliveries`
+received, readings stored and duplicate, partial when one failed or was rejected.
 """
 
 from __future__ import annotations
@@ -283,20 +284,13 @@ MINUTE_ENTRIES_CACHED = 1000
 
 def webhook_minute_entry(integration: DeviceIntegration, *, at: datetime) -> int:
     """The id of `integration`'s `webhook_received` entry for the minute of `at`: read from the
-    database once a minute per process, not once a request."""
+    database once a minute per process, not once a request. Nothing else: the dispatcher fills
+    in the minutes that are over."""
     minute = at.replace(second=0, microsecond=0)
     cached = _minute_entries.get(integration.webhook_token)
     if cached is not None and cached[0] == minute:
         return cached[1]
-    # The minutes this integration ended while no dispatcher ran are filled here too.
-    roll_up_webhook_minutes(now=at, integration_id=integration.pk)
-    entry_id = ActivityLog.objects.minute_entry(
-        integration,
-        activity_type=ActivityLog.ActivityType.WEBHOOK_RECEIVED,
-        trigger=ActivityLog.Trigger.WEBHOOK,
-        at=at,
-        message="Webhook deliveries received in this minute.",
-    )
+    entry_id = ActivityLog.objects.minute_entry(integration, at=at)
     if len(_minute_entries) >= MINUTE_ENTRIES_CACHED:
         _minute_entries.clear()
     _minute_entries[integration.webhook_token] = (minute, entry_id)
@@ -308,42 +302,46 @@ def forget_minute_entries() -> None:
     _minute_entries.clear()
 
 
-def roll_up_webhook_minutes(
-    *, now: datetime | None = None, integration_id: int | None = None
-) -> int:
+def roll_up_webhook_minutes(*, now: datetime | None = None) -> int:
     """Fill the counts of the `webhook_received` entries whose minute is over from that minute's
-    deliveries; each entry once (`started` -> success or partial). Returns how many."""
+    deliveries; each entry once (`started` -> success or partial). Returns how many.
+
+    The dispatcher's job, every minute: a request never waits for it."""
     now = now or timezone.now()
     due = ActivityLog.objects.filter(
         activity_type=ActivityLog.ActivityType.WEBHOOK_RECEIVED,
         status=ActivityLog.Status.STARTED,
         started_at__lte=now - MINUTE - ROLL_UP_GRACE,
     )
-    if integration_id is not None:
-        due = due.filter(integration_id=integration_id)
-    entries = list(due.values_list("pk", "integration_id", "started_at"))
-    for entry_id, owner, minute in entries:
-        _fill_minute_entry(entry_id, integration_id=owner, minute=minute)
+    entries = list(due.only("integration_id", "started_at"))
+    for entry in entries:
+        _fill_minute_entry(entry)
     return len(entries)
 
 
-def _fill_minute_entry(entry_id: int, *, integration_id: int, minute: datetime) -> None:
+def _fill_minute_entry(entry: ActivityLog) -> None:
+    # The device of a delivery is in its body: not counted (devices_seen stays 0).
+    minute = entry.started_at
     deliveries = WebhookDelivery.objects.filter(
-        integration_id=integration_id, received_at__gte=minute, received_at__lt=minute + MINUTE
+        integration_id=entry.integration_id,
+        received_at__gte=minute,
+        received_at__lt=minute + MINUTE,
     )
     counts = deliveries.aggregate(
-        api_calls=Count("pk"),
+        deliveries=Count("pk"),
         readings_fetched=Count("pk", filter=Q(outcome__in=(Outcome.PROCESSED, Outcome.DUPLICATE))),
         readings_inserted=Coalesce(Sum("readings_stored"), 0),
         readings_duplicate=Coalesce(Sum("readings_duplicate"), 0),
+        last_done=Max("processed_at"),
     )
-    last_done = deliveries.aggregate(at=Max("processed_at"))["at"]
+    last_done = counts.pop("last_done")
     failed = deliveries.filter(outcome__in=(Outcome.FAILED, Outcome.REJECTED))
     failure = failed.order_by("-received_at", "-pk").values_list("pk", "error").first()
-    ActivityLog.objects.filter(pk=entry_id, status=ActivityLog.Status.STARTED).update(
+    ActivityLog.objects.finish(
+        entry,
         status=ActivityLog.Status.PARTIAL if failure else ActivityLog.Status.SUCCESS,
-        error_message=f"delivery {failure[0]}: {failure[1]}"[:2000] if failure else "",
         completed_at=last_done or minute + MINUTE,
+        error_message=f"delivery {failure[0]}: {failure[1]}"[:2000] if failure else "",
         response_time_ms=0,
         **counts,
     )
@@ -361,44 +359,44 @@ def reprocess_deliveries(
     skipped. One `webhook_reprocessed` activity entry per integration holds the counts.
     """
     result = ReprocessResult()
-    entries: dict[int, tuple[int, ReprocessResult]] = {}
+    entries: dict[int, tuple[ActivityLog, ReprocessResult]] = {}
     try:
         for delivery in deliveries:
             if delivery.outcome not in REPROCESSABLE:
                 result.skipped += 1
                 continue
-            entry_id, own = entries.get(delivery.integration_id) or _reprocess_entry(
+            entry, own = entries.get(delivery.integration_id) or _reprocess_entry(
                 delivery.integration, trigger
             )
-            entries[delivery.integration_id] = (entry_id, own)
-            outcome = process_delivery(delivery, activity_id=entry_id)
+            entries[delivery.integration_id] = (entry, own)
+            outcome = process_delivery(delivery, activity_id=entry.pk)
             result.add(outcome)
             own.add(outcome)
     finally:
-        for entry_id, own in entries.values():
-            _finish_reprocess_entry(entry_id, own)
+        for entry, own in entries.values():
+            _finish_reprocess_entry(entry, own)
     return result
 
 
-def _reprocess_entry(integration: DeviceIntegration, trigger: str) -> tuple[int, ReprocessResult]:
-    entry = ActivityLog.objects.log(
+def _reprocess_entry(
+    integration: DeviceIntegration, trigger: str
+) -> tuple[ActivityLog, ReprocessResult]:
+    entry = ActivityLog.objects.start(
         integration,
         activity_type=ActivityLog.ActivityType.WEBHOOK_REPROCESSED,
-        status=ActivityLog.Status.STARTED,
         trigger=trigger,
         message="Re-processing webhook deliveries.",
     )
-    return entry.pk, ReprocessResult()
+    return entry, ReprocessResult()
 
 
-def _finish_reprocess_entry(entry_id: int, own: ReprocessResult) -> None:
+def _finish_reprocess_entry(entry: ActivityLog, own: ReprocessResult) -> None:
     bad = own.failed + own.counts.get(Outcome.REJECTED, 0)
-    ActivityLog.objects.add_counts(
-        entry_id,
-        completed_at=timezone.now(),
+    ActivityLog.objects.finish(
+        entry,
         status=ActivityLog.Status.PARTIAL if bad else ActivityLog.Status.SUCCESS,
         message=own.describe(),
-        api_calls=own.total,
+        deliveries=own.total,
         readings_fetched=own.counts.get(Outcome.PROCESSED, 0)
         + own.counts.get(Outcome.DUPLICATE, 0),
         readings_inserted=own.stored,

@@ -5,9 +5,9 @@ on its own), then processed inside `atomic()` by integrations.push.deliveries, s
 the work back while the delivery row keeps the error and traceback for a re-process. The view is
 non-atomic for that reason.
 
-Activity: one `webhook_received` entry per integration per minute, its counters filled from the
-minute's deliveries once it is over (`api_calls` counts the deliveries received; see
-integrations.push.deliveries). A fleet pushing every few seconds would otherwise write thousands of
+Activity: each request finds (or adds) its minute's `webhook_received` entry, and does nothing
+more with it; the dispatcher fills in its counts from the minute's deliveries once it is over
+(integrations.push.deliveries). A fleet pushing every few seconds would otherwise write thousands of
 entries an hour and bury the sync entries staff look for; every delivery is still kept, one by
 one, in `webhook_deliveries`.
 
@@ -47,30 +47,16 @@ from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonR
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
-from integrations.golioth.webhook_payloads import UNSTORABLE_TEXT, parse_webhook
+from integrations.golioth.webhook_payloads import UNSTORABLE_TEXT
 from integrations.models import DeviceIntegration, WebhookDelivery
 from integrations.push import auth_throttle
 from integrations.push.deliveries import (
     DeliveryResult,
-    ReprocessResult,
     conclude_delivery,
     forget_minute_entries,
     process_delivery,
-    prune_deliveries,
-    reprocess_deliveries,
-    roll_up_webhook_minutes,
     webhook_minute_entry,
 )
-
-__all__ = [
-    "ReprocessResult",
-    "golioth_webhook",
-    "parse_webhook",
-    "process_delivery",
-    "prune_deliveries",
-    "reprocess_deliveries",
-    "roll_up_webhook_minutes",
-]
 
 logger = logging.getLogger(__name__)
 

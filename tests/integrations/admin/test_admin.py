@@ -430,6 +430,22 @@ def test_admin_activity_changelist_shows_counts_and_duration(admin_client, integ
     assert "4321" in page and "17" in page and "2.5 s" in page
 
 
+def test_admin_activity_shows_deliveries_for_webhook_entries(admin_client, integration):
+    webhook = ActivityLog.objects.log(
+        integration, activity_type="webhook_received", status="success", deliveries=23
+    )
+    ActivityLog.objects.log(integration, activity_type="sync_import", status="success", api_calls=7)
+
+    page = admin_client.get("/admin/integrations/activitylog/").content.decode()
+    entry = admin_client.get(f"/admin/integrations/activitylog/{webhook.pk}/change/")
+
+    assert "Deliveries 23" in page and "API calls 7" in page
+    assert "API calls 23" not in page
+    shown = entry.content.decode()
+    assert "Deliveries:" in shown and "23" in shown
+    assert "Api calls:" not in shown and "Devices seen:" not in shown
+
+
 def test_admin_activity_changelist_filters_and_date_drilldown(admin_client, make_integration):
     one, two = make_integration("one"), make_integration("two")
     ActivityLog.objects.log(one, activity_type="sync_import", status="failed", message="boom-1")

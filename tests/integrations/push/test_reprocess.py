@@ -9,7 +9,7 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from integrations.models import ActivityLog, DeviceIntegration, WebhookDelivery
-from integrations.push.view import prune_deliveries, reprocess_deliveries
+from integrations.push.deliveries import prune_deliveries, reprocess_deliveries
 from telemetry.models import Device, TelemetryRecord
 
 SECRET = "whsec-reprocess-0123456789"

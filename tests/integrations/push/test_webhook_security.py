@@ -13,7 +13,7 @@ import pytest
 from django.urls import reverse
 
 from integrations.models import DeviceIntegration, WebhookDelivery
-from integrations.push.view import reprocess_deliveries
+from integrations.push.deliveries import reprocess_deliveries
 from telemetry.models import TelemetryRecord
 
 SECRET = "whsec-security-0123456789"

@@ -9,11 +9,12 @@ from datetime import UTC, datetime, timedelta
 
 import cbor2
 import pytest
-from django.db import connection
+from django.db import IntegrityError, connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from integrations.models import ActivityLog, DeviceIntegration, WebhookDelivery
-from integrations.push.view import roll_up_webhook_minutes
+from integrations.push.deliveries import forget_minute_entries, roll_up_webhook_minutes
 from integrations.scheduling import dispatch_due_integrations
 from telemetry.models import Device, TelemetryRecord
 
@@ -262,10 +263,10 @@ def test_webhook_rolls_deliveries_of_one_minute_into_one_activity_entry(client, 
     }
     assert entries.count() == rolled_up == len(minutes)
     totals = [
-        (e.api_calls, e.readings_fetched, e.readings_inserted, e.readings_duplicate)
+        (e.deliveries, e.readings_fetched, e.readings_inserted, e.readings_duplicate, e.api_calls)
         for e in entries
     ]
-    assert tuple(map(sum, zip(*totals, strict=True))) == (3, 2, 1, 1)
+    assert tuple(map(sum, zip(*totals, strict=True))) == (3, 2, 1, 1, 0)
     assert any(e.status == "partial" and "malformed JSON" in e.error_message for e in entries)
     assert TelemetryRecord.objects.get().activity_id in {e.pk for e in entries}
 
@@ -275,40 +276,67 @@ def test_webhook_activity_entry_is_started_until_its_minute_is_rolled_up(client,
     entry = ActivityLog.objects.get(activity_type="webhook_received")
     minute_over = entry.started_at + timedelta(minutes=1, seconds=20)
 
-    assert (entry.status, entry.api_calls, entry.completed_at) == ("started", 0, None)
+    assert (entry.status, entry.deliveries, entry.completed_at) == ("started", 0, None)
     assert roll_up_webhook_minutes(now=entry.started_at + timedelta(seconds=59)) == 0
     assert roll_up_webhook_minutes(now=minute_over) == 1
     assert roll_up_webhook_minutes(now=minute_over) == 0  # once
 
     entry.refresh_from_db()
-    assert (entry.status, entry.api_calls, entry.readings_inserted) == ("success", 1, 1)
+    assert (entry.status, entry.deliveries, entry.readings_inserted) == ("success", 1, 1)
     assert entry.completed_at == WebhookDelivery.objects.get().processed_at
 
 
-def test_webhook_next_minute_rolls_up_the_minutes_before(client, hooked, monkeypatch):
+def test_webhook_request_of_a_new_minute_rolls_up_nothing(client, hooked, monkeypatch):
     first = timezone.now().replace(second=30, microsecond=0) - timedelta(minutes=5)
     monkeypatch.setattr(timezone, "now", lambda: first)
     post(client, hooked, {"n": 1}, headers=ce_headers(time=first))
     post(client, hooked, {"n": 1}, headers=ce_headers(time=first))
     monkeypatch.setattr(timezone, "now", lambda: first + timedelta(minutes=2))
-    post(client, hooked, {"n": 2}, headers=ce_headers(time=first))
 
+    with CaptureQueriesContext(connection) as queries:
+        response = post(client, hooked, {"n": 2}, headers=ce_headers(time=first))
+
+    assert response.status_code == 200
+    statements = [q["sql"].upper() for q in queries.captured_queries]
+    assert not [sql for sql in statements if "FOR UPDATE" in sql]
+    activity = [sql for sql in statements if "INTEGRATION_ACTIVITY_LOG" in sql]
+    # This minute's entry: looked for, then added.
+    assert len(activity) == 2
+    assert activity[0].startswith("SELECT") and activity[1].startswith("INSERT")
     entries = ActivityLog.objects.filter(activity_type="webhook_received").order_by("started_at")
-    summary = [(e.status, e.api_calls, e.readings_inserted, e.readings_duplicate) for e in entries]
-    assert summary == [("success", 2, 1, 1), ("started", 0, 0, 0)]
+    summary = [(e.status, e.deliveries, e.readings_inserted) for e in entries]
+    assert summary == [("started", 0, 0), ("started", 0, 0)]
 
 
-def test_webhook_minutes_are_rolled_up_by_the_dispatcher(client, hooked):
-    post(client, hooked, {"n": 1}, headers=ce_headers(time=recent()))
-    post(client, hooked, b"[1]", headers=ce_headers(time=recent()))
+def test_webhook_minutes_are_rolled_up_by_the_dispatcher(client, hooked, make_device):
+    when = recent()
+    make_device(hooked, DEVICE, status="online", last_seen=recent(-60))
+    post(client, hooked, {"n": 1}, headers=ce_headers(time=when))
+    post(client, hooked, {"n": 1}, headers=ce_headers(time=when))
+    post(client, hooked, b"[1]", headers=ce_headers(time=when))
     entry = ActivityLog.objects.get(activity_type="webhook_received")
 
     dispatch_due_integrations(now=entry.started_at + timedelta(minutes=2))
 
     entry.refresh_from_db()
-    assert (entry.status, entry.api_calls, entry.readings_inserted) == ("partial", 2, 1)
+    counts = (entry.deliveries, entry.readings_fetched, entry.readings_inserted)
+    assert (entry.status, *counts, entry.readings_duplicate) == ("partial", 3, 2, 1, 1)
+    assert (entry.api_calls, entry.devices_seen) == (0, 0)
     failed = WebhookDelivery.objects.get(outcome="failed")
     assert entry.error_message == f"delivery {failed.pk}: {failed.error}"
+    assert entry.completed_at == max(d.processed_at for d in WebhookDelivery.objects.all())
+
+
+def test_webhook_processes_of_one_minute_share_its_entry(client, hooked, monkeypatch):
+    now = timezone.now().replace(second=10)
+    monkeypatch.setattr(timezone, "now", lambda: now)
+    post(client, hooked, {"n": 1}, headers=ce_headers(time=recent()))
+    forget_minute_entries()  # as another process, which has cached no entry yet
+    monkeypatch.setattr(timezone, "now", lambda: now + timedelta(seconds=40))
+    post(client, hooked, {"n": 2}, headers=ce_headers(time=recent()))
+
+    entry = ActivityLog.objects.get(activity_type="webhook_received")
+    assert set(TelemetryRecord.objects.values_list("activity_id", flat=True)) == {entry.pk}
 
 
 @pytest.mark.django_db(transaction=True)
@@ -318,9 +346,7 @@ def test_webhook_concurrent_first_deliveries_add_one_minute_entry(hooked):
     def first_writer() -> int:
         start.wait()
         try:
-            return ActivityLog.objects.minute_entry(
-                hooked, activity_type="webhook_received", trigger="webhook", at=now, message="m"
-            )
+            return ActivityLog.objects.minute_entry(hooked, at=now)
         finally:
             connection.close()
 
@@ -328,6 +354,18 @@ def test_webhook_concurrent_first_deliveries_add_one_minute_entry(hooked):
         ids = set(pool.map(lambda _: first_writer(), range(4)))
 
     assert len(ids) == 1
+    assert ActivityLog.objects.filter(activity_type="webhook_received").count() == 1
+
+
+def test_webhook_minute_has_one_entry_in_the_database(hooked):
+    # What makes a lost race of first writers find the winner's entry, across processes.
+    minute = timezone.now().replace(second=0, microsecond=0)
+    ActivityLog.objects.minute_entry(hooked, at=minute + timedelta(seconds=5))
+
+    with pytest.raises(IntegrityError), transaction.atomic():
+        ActivityLog.objects.start(hooked, activity_type="webhook_received", started_at=minute)
+
+    ActivityLog.objects.start(hooked, activity_type="sync_import", started_at=minute)
     assert ActivityLog.objects.filter(activity_type="webhook_received").count() == 1
 
 
