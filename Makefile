@@ -45,6 +45,7 @@ browser-deps:
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 # Benchmarks (PostgreSQL at 127.0.0.1 by default; each prints its figures). Not part of `make test`.
 bench-pull: install

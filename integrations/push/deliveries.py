@@ -20,6 +20,7 @@ import traceback
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.db import DatabaseError, connection, transaction
 from django.db.models import Count, Max, Q, Sum
@@ -200,15 +201,15 @@ def _as_reading(reading: WebhookReading, device_pk: int) -> Reading:
 
 
 def _ingest_outcome(ingested: IngestResult) -> DeliveryResult:
-    counts = {"stored": ingested.inserted, "duplicates": ingested.duplicates}
-    if ingested.inserted:
-        return DeliveryResult(Outcome.PROCESSED, **counts)
+    stored, duplicates = ingested.inserted, ingested.duplicates
+    if stored:
+        return DeliveryResult(Outcome.PROCESSED, stored, duplicates)
     if ingested.rejected:
         # Not stored, and not a duplicate either: kept for a re-process once gsync can store it.
         failure = "too-large" if ingested.too_large else ""
         reason = ingested.rejected_reason
-        return DeliveryResult(Outcome.REJECTED, reason=reason, failure=failure, **counts)
-    return DeliveryResult(Outcome.DUPLICATE, **counts)
+        return DeliveryResult(Outcome.REJECTED, stored, duplicates, reason, failure)
+    return DeliveryResult(Outcome.DUPLICATE, stored, duplicates)
 
 
 def _see_device(
@@ -264,7 +265,7 @@ def conclude_delivery(
         "attempts = attempts + 1 WHERE id = %s"
     )
     processed_at = connection.ops.adapt_datetimefield_value(delivery.processed_at)
-    params = [result.outcome, result.reason, trace, result.stored, result.duplicates]
+    params: list[Any] = [result.outcome, result.reason, trace, result.stored, result.duplicates]
     with connection.cursor() as cursor:
         cursor.execute(sql, [*params, processed_at, delivery.pk])
     return result
