@@ -13,9 +13,7 @@ from typing import Any
 
 from gunicorn.glogging import Logger
 
-from gsync.redaction import REDACTED, RedactSecrets, redact
-
-SECRET_NAME_WORDS = ("secret", "token", "key", "auth", "cookie", "password")
+from gsync.redaction import REDACTED, RedactSecrets, is_secret_name, redact
 
 
 class RedactingLogger(Logger):
@@ -31,6 +29,6 @@ class RedactingLogger(Logger):
 
 
 def _redact_atom(name: str, value: Any) -> Any:
-    if name.startswith("{") and any(word in name.lower() for word in SECRET_NAME_WORDS):
+    if name.startswith("{") and is_secret_name(name):
         return REDACTED
     return redact(value) if isinstance(value, str) else value

@@ -15,12 +15,20 @@ import re
 from urllib.parse import unquote
 
 REDACTED = "[redacted]"
+# A header whose name holds any of these is secret (Authorization, X-Gsync-Secret, X-Api-Key,
+# Cookie, Proxy-Authorization...): never stored, shown or logged.
+SECRET_NAME_WORDS = ("secret", "token", "key", "auth", "cookie", "password")
 _WEBHOOK_TOKEN = re.compile(r"(/webhooks/golioth/)[^/?#\s\"']*")
 # A path as log lines hold it; the servers route it percent-decoded, so it is judged decoded.
 _PATH = re.compile(r"/[^\s?#\"']*")
 # A path's query string (`/x/?a=1&b`), and within it each value: names are kept.
 _QUERY = re.compile(r"(/[^\s?\"']*\?)([^\s\"'#]*)")
 _QUERY_ITEM = re.compile(r"[^&;]+")
+
+
+def is_secret_name(name: str) -> bool:
+    lowered = name.lower()
+    return any(word in lowered for word in SECRET_NAME_WORDS)
 
 
 def redact(text: str) -> str:

@@ -29,6 +29,7 @@ from gsync.admin_display import (
     format_duration,
     pretty_json,
 )
+from gsync.redaction import REDACTED, is_secret_name
 from integrations.admin.forms import IntegrationForm
 from integrations.admin.scheduling import ACTIONS, HEALTH_COLUMNS, SchedulingAdminMixin
 from integrations.due import due
@@ -128,7 +129,6 @@ VIEW_ONLY_FIELDSETS = [
     ("Sync state", {"fields": SYNC_STATE_FIELDS}),
 ]
 # Header names shown redacted even if a stored delivery somehow kept one (defense in depth).
-SECRET_HEADER_WORDS = ("authorization", "api-key", "apikey", "cookie", "secret", "token", "auth")
 
 
 def _sync_settings(integration: DeviceIntegration) -> SyncSettings | None:
@@ -413,8 +413,7 @@ class ActivityLogAdmin(BigTableAdmin):
 
 def redact_for_display(headers: dict[str, Any]) -> dict[str, Any]:
     return {
-        name: "[redacted]" if any(word in name.lower() for word in SECRET_HEADER_WORDS) else value
-        for name, value in (headers or {}).items()
+        name: REDACTED if is_secret_name(name) else value for name, value in (headers or {}).items()
     }
 
 

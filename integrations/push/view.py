@@ -47,6 +47,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonR
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
+from gsync.redaction import REDACTED, is_secret_name
 from integrations.golioth.webhook_payloads import UNSTORABLE_TEXT
 from integrations.models import DeviceIntegration, WebhookDelivery
 from integrations.push import auth_throttle
@@ -61,10 +62,6 @@ from integrations.push.deliveries import (
 logger = logging.getLogger(__name__)
 
 Outcome = WebhookDelivery.Outcome
-REDACTED = "[redacted]"
-# Header names holding any of these are never stored (Authorization, X-Gsync-Secret, X-Api-Key...).
-SECRET_HEADER_WORDS = ("secret", "token", "key", "auth", "cookie")
-SECRET_HEADERS = ("X-Gsync-Secret",)
 RETRY_AFTER_SECONDS = 30
 # The throttle's one scope for every token that is no integration's.
 UNKNOWN_TOKENS = "unknown-tokens"
@@ -236,9 +233,7 @@ def _read_limited(request: HttpRequest, *, limit: int) -> bytes | None:
 def redact_headers(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
     stored = {}
     for name, value in headers:
-        lowered = name.lower()
-        secret = name in SECRET_HEADERS or any(word in lowered for word in SECRET_HEADER_WORDS)
-        stored[_storable(name)] = REDACTED if secret else _storable(value)
+        stored[_storable(name)] = REDACTED if is_secret_name(name) else _storable(value)
     return stored
 
 

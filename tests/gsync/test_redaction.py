@@ -5,7 +5,7 @@ from urllib.parse import quote
 
 import pytest
 
-from gsync.redaction import redact
+from gsync.redaction import is_secret_name, redact
 
 TOKEN = "tok3n-AbCdEf0123456789"
 
@@ -32,3 +32,21 @@ def test_the_token_is_redacted_however_the_path_is_encoded(path):
 
 def test_query_values_are_redacted_and_names_kept():
     assert redact("GET /admin/?q=s3cret&x") == "GET /admin/?q=[redacted]&[redacted]"
+
+
+@pytest.mark.parametrize(
+    ("name", "secret"),
+    [
+        ("Authorization", True),
+        ("X-Gsync-Secret", True),
+        ("X-Api-Key", True),
+        ("Cookie", True),
+        ("Proxy-Authorization", True),
+        ("X-Db-Password", True),
+        ("Ce-Source", False),
+        ("Content-Type", False),
+    ],
+)
+def test_one_rule_says_which_header_names_are_secret(name, secret):
+    """The webhook's stored headers, the admin's display and gunicorn's header atoms all ask it."""
+    assert is_secret_name(name) is secret
