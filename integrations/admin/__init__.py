@@ -3,4 +3,4 @@
 Django's admin autodiscovery imports this package; importing its modules registers the pages.
 """
 
-from integrations.admin import integrations  # noqa: F401
+from integrations.admin import activity, deliveries, integrations  # noqa: F401

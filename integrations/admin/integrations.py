@@ -7,13 +7,11 @@ entry through integrations.settings_changes, re-processing through integrations.
 
 from __future__ import annotations
 
-import json
 from datetime import UTC
 from typing import Any, cast
 
 from django.contrib import admin, messages
 from django.contrib.admin.utils import flatten_fieldsets, unquote
-from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
@@ -21,23 +19,15 @@ from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
-from django.utils.text import Truncator
 
 from gsync.admin_display import (
-    BODY_DISPLAY_LIMIT,
-    BigTableAdmin,
-    format_duration,
     pretty_json,
 )
-from gsync.redaction import REDACTED, is_secret_name
 from integrations.admin.forms import IntegrationForm
 from integrations.admin.scheduling import ACTIONS, HEALTH_COLUMNS, SchedulingAdminMixin
 from integrations.due import due
-from integrations.golioth.payloads import PayloadError
-from integrations.golioth.webhook_payloads import decode_body
-from integrations.models import ActivityLog, DeviceIntegration, WebhookDelivery
+from integrations.models import ActivityLog, DeviceIntegration
 from integrations.pull.retention import retention_warnings
-from integrations.push.deliveries import reprocess_deliveries
 from integrations.push.pipeline import pipeline_yaml
 from integrations.setting_table import SETTINGS
 from integrations.settings_changes import log_settings_change
@@ -310,192 +300,3 @@ class DeviceIntegrationAdmin(SchedulingAdminMixin):
     @admin.display(description="Next run")
     def next_due(self, obj: DeviceIntegration) -> str:
         return due(obj, now=timezone.now()).describe()
-
-
-WEBHOOK_ACTIVITY = (
-    ActivityLog.ActivityType.WEBHOOK_RECEIVED,
-    ActivityLog.ActivityType.WEBHOOK_REPROCESSED,
-)
-
-
-@admin.register(ActivityLog)
-class ActivityLogAdmin(BigTableAdmin):
-    list_display = [
-        "started_at",
-        "integration",
-        "activity_type",
-        "status",
-        "trigger",
-        "devices_seen",
-        "readings_fetched",
-        "readings_inserted",
-        "readings_duplicate",
-        "calls",
-        "retries",
-        "duration",
-        "short_message",
-    ]
-    list_filter = [
-        "integration",
-        "activity_type",
-        "status",
-        "trigger",
-        ("started_at", admin.DateFieldListFilter),
-    ]
-    search_fields = ["message", "error_message"]
-    date_hierarchy = "started_at"
-    list_select_related = ["integration"]
-    sortable_by = ["started_at"]
-    fieldsets = [
-        (
-            None,
-            {
-                "fields": [
-                    "integration",
-                    ("activity_type", "status"),
-                    ("trigger", "direction"),
-                    ("started_at", "completed_at", "duration"),
-                ]
-            },
-        ),
-        ("Message", {"fields": ["message", "error_message"]}),
-        (
-            "Counts",
-            {
-                "fields": [
-                    "devices_seen",
-                    "readings_fetched",
-                    "readings_inserted",
-                    "readings_duplicate",
-                    "api_calls",
-                    "retries",
-                ]
-            },
-        ),
-        ("Window synced", {"fields": [("window_start", "window_end")]}),
-        ("Details", {"fields": ["metadata_display"]}),
-    ]
-    readonly_fields = ["duration", "metadata_display"]
-
-    def get_fieldsets(self, request: HttpRequest, obj: ActivityLog | None = None) -> Any:
-        if obj is None or obj.activity_type not in WEBHOOK_ACTIVITY:
-            return self.fieldsets
-        # A webhook entry counts deliveries; it makes no API call and sees no device list.
-        webhook_counts = [
-            "deliveries",
-            "readings_fetched",
-            "readings_inserted",
-            "readings_duplicate",
-        ]
-        return [
-            (name, {"fields": webhook_counts}) if name == "Counts" else (name, options)
-            for name, options in self.fieldsets
-        ]
-
-    @admin.display(description="Calls")
-    def calls(self, obj: ActivityLog) -> str:
-        if obj.activity_type in WEBHOOK_ACTIVITY:
-            return f"Deliveries {obj.deliveries}"
-        return f"API calls {obj.api_calls}"
-
-    @admin.display(description="Duration", ordering="response_time_ms")
-    def duration(self, obj: ActivityLog) -> str:
-        return format_duration(obj.response_time_ms)
-
-    @admin.display(description="Message")
-    def short_message(self, obj: ActivityLog) -> str:
-        return Truncator(obj.error_message or obj.message).chars(80)
-
-    @admin.display(description="Metadata")
-    def metadata_display(self, obj: ActivityLog) -> SafeString:
-        return pretty_json(obj.metadata)
-
-
-def redact_for_display(headers: dict[str, Any]) -> dict[str, Any]:
-    return {
-        name: REDACTED if is_secret_name(name) else value for name, value in (headers or {}).items()
-    }
-
-
-def body_for_display(body: bytes, *, content_type: str) -> SafeString:
-    """JSON pretty-printed (CBOR decoded as the webhook decodes it, so with the same bounds),
-    else text, else hex; at most BODY_DISPLAY_LIMIT bytes."""
-    note = ""
-    if len(body) > BODY_DISPLAY_LIMIT:
-        note = f"First {BODY_DISPLAY_LIMIT:,} of {len(body):,} bytes.\n"
-    shown = body[:BODY_DISPLAY_LIMIT]
-    try:
-        if "cbor" in content_type.lower() and not note:
-            return pretty_json(decode_body(shown, content_type="application/cbor"))
-        text = shown.decode("utf-8")
-    except (UnicodeDecodeError, ValueError) as exc:
-        # PayloadError is a ValueError: a CBOR bomb shows its reason and its bytes, no more.
-        why = f"{exc}\n" if isinstance(exc, PayloadError) else ""
-        return format_html(
-            '<pre class="gsync-body">{}{}(not text; hex)\n{}</pre>', note, why, shown.hex()
-        )
-    try:
-        return pretty_json(json.loads(text)) if not note else _text_block(note, text)
-    except ValueError:
-        return _text_block(note, text)
-
-
-def _text_block(note: str, text: str) -> SafeString:
-    return format_html('<pre class="gsync-body">{}{}</pre>', note, text)
-
-
-@admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(BigTableAdmin):
-    list_display = ["received_at", "integration", "outcome", "readings_stored", "short_error"]
-    list_filter = ["outcome", "integration"]
-    list_select_related = ["integration"]
-    date_hierarchy = "received_at"
-    sortable_by = ["received_at"]
-    actions = ["reprocess"]
-    fieldsets = [
-        (
-            None,
-            {
-                "fields": [
-                    "integration",
-                    ("received_at", "processed_at", "attempts"),
-                    "outcome",
-                    ("readings_stored", "readings_duplicate"),
-                    ("content_type", "remote_addr"),
-                ]
-            },
-        ),
-        ("Request", {"fields": ["headers_display", "body_display"]}),
-        ("Error", {"fields": ["error", "traceback_display"]}),
-    ]
-    readonly_fields = ["headers_display", "body_display", "traceback_display"]
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet[WebhookDelivery]:
-        # Bodies are up to 256 KiB each: never load them for a list.
-        return super().get_queryset(request).defer("body", "traceback")
-
-    @admin.action(description="Re-process selected deliveries", permissions=["reprocess"])
-    def reprocess(self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]) -> None:
-        deliveries = queryset.defer(None).select_related("integration").order_by("received_at")
-        result = reprocess_deliveries(deliveries)
-        level = messages.WARNING if getattr(result, "failed", 0) else messages.SUCCESS
-        self.message_user(request, result.describe(), level)
-
-    def has_reprocess_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("integrations.reprocess_webhookdelivery")
-
-    @admin.display(description="Error")
-    def short_error(self, obj: WebhookDelivery) -> str:
-        return Truncator(obj.error).chars(100)
-
-    @admin.display(description="Headers (secrets redacted)")
-    def headers_display(self, obj: WebhookDelivery) -> SafeString:
-        return pretty_json(redact_for_display(obj.headers))
-
-    @admin.display(description="Body")
-    def body_display(self, obj: WebhookDelivery) -> SafeString:
-        return body_for_display(bytes(obj.body or b""), content_type=obj.content_type)
-
-    @admin.display(description="Traceback")
-    def traceback_display(self, obj: WebhookDelivery) -> SafeString | str:
-        return format_html("<pre>{}</pre>", obj.traceback) if obj.traceback else "-"

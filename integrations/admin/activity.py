@@ -1,0 +1,115 @@
+"""The activity log's pages: one entry per run, minute of webhooks, test or change."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.http import HttpRequest
+from django.utils.safestring import SafeString
+from django.utils.text import Truncator
+
+from gsync.admin_display import (
+    BigTableAdmin,
+    format_duration,
+    pretty_json,
+)
+from integrations.models import ActivityLog
+
+WEBHOOK_ACTIVITY = (
+    ActivityLog.ActivityType.WEBHOOK_RECEIVED,
+    ActivityLog.ActivityType.WEBHOOK_REPROCESSED,
+)
+
+
+@admin.register(ActivityLog)
+class ActivityLogAdmin(BigTableAdmin):
+    list_display = [
+        "started_at",
+        "integration",
+        "activity_type",
+        "status",
+        "trigger",
+        "devices_seen",
+        "readings_fetched",
+        "readings_inserted",
+        "readings_duplicate",
+        "calls",
+        "retries",
+        "duration",
+        "short_message",
+    ]
+    list_filter = [
+        "integration",
+        "activity_type",
+        "status",
+        "trigger",
+        ("started_at", admin.DateFieldListFilter),
+    ]
+    search_fields = ["message", "error_message"]
+    date_hierarchy = "started_at"
+    list_select_related = ["integration"]
+    sortable_by = ["started_at"]
+    fieldsets = [
+        (
+            None,
+            {
+                "fields": [
+                    "integration",
+                    ("activity_type", "status"),
+                    ("trigger", "direction"),
+                    ("started_at", "completed_at", "duration"),
+                ]
+            },
+        ),
+        ("Message", {"fields": ["message", "error_message"]}),
+        (
+            "Counts",
+            {
+                "fields": [
+                    "devices_seen",
+                    "readings_fetched",
+                    "readings_inserted",
+                    "readings_duplicate",
+                    "api_calls",
+                    "retries",
+                ]
+            },
+        ),
+        ("Window synced", {"fields": [("window_start", "window_end")]}),
+        ("Details", {"fields": ["metadata_display"]}),
+    ]
+    readonly_fields = ["duration", "metadata_display"]
+
+    def get_fieldsets(self, request: HttpRequest, obj: ActivityLog | None = None) -> Any:
+        if obj is None or obj.activity_type not in WEBHOOK_ACTIVITY:
+            return self.fieldsets
+        # A webhook entry counts deliveries; it makes no API call and sees no device list.
+        webhook_counts = [
+            "deliveries",
+            "readings_fetched",
+            "readings_inserted",
+            "readings_duplicate",
+        ]
+        return [
+            (name, {"fields": webhook_counts}) if name == "Counts" else (name, options)
+            for name, options in self.fieldsets
+        ]
+
+    @admin.display(description="Calls")
+    def calls(self, obj: ActivityLog) -> str:
+        if obj.activity_type in WEBHOOK_ACTIVITY:
+            return f"Deliveries {obj.deliveries}"
+        return f"API calls {obj.api_calls}"
+
+    @admin.display(description="Duration", ordering="response_time_ms")
+    def duration(self, obj: ActivityLog) -> str:
+        return format_duration(obj.response_time_ms)
+
+    @admin.display(description="Message")
+    def short_message(self, obj: ActivityLog) -> str:
+        return Truncator(obj.error_message or obj.message).chars(80)
+
+    @admin.display(description="Metadata")
+    def metadata_display(self, obj: ActivityLog) -> SafeString:
+        return pretty_json(obj.metadata)
