@@ -213,7 +213,7 @@ class ActivityLogManager(models.Manager["ActivityLog"]):
     def minute_entry(self, integration: DeviceIntegration, *, at: datetime) -> int:
         """The id of `integration`'s `webhook_received` entry for the minute of `at`, added
         `started` by the minute's first delivery; its counts are filled in once the minute is
-        over (integrations.push.deliveries.roll_up_webhook_minutes).
+        over (integrations.push.minutes.roll_up_webhook_minutes).
 
         A minute has one entry, its counts being the whole minute's: the unique constraint
         `activity_one_webhook_minute` makes the loser of a race of first writers (two

@@ -23,7 +23,8 @@ from integrations.due import Hold, due, log_skip, reconcile_due
 from integrations.models import ActivityLog, DeviceIntegration, Heartbeat
 from integrations.pull.reconcile import reconcile_integration
 from integrations.pull.sync import sync_integration
-from integrations.push.deliveries import prune_deliveries, roll_up_webhook_minutes
+from integrations.push.deliveries import prune_deliveries
+from integrations.push.minutes import roll_up_webhook_minutes
 
 logger = logging.getLogger(__name__)
 

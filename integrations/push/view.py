@@ -51,13 +51,8 @@ from gsync.redaction import REDACTED, is_secret_name
 from integrations.golioth.webhook_payloads import UNSTORABLE_TEXT
 from integrations.models import DeviceIntegration, WebhookDelivery
 from integrations.push import auth_throttle
-from integrations.push.deliveries import (
-    DeliveryResult,
-    conclude_delivery,
-    forget_minute_entries,
-    process_delivery,
-    webhook_minute_entry,
-)
+from integrations.push.deliveries import DeliveryResult, conclude_delivery, process_delivery
+from integrations.push.minutes import forget_minute_entries, webhook_minute_entry
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from integrations.models import ActivityLog, DeviceIntegration, WebhookDelivery
-from integrations.push.deliveries import forget_minute_entries, roll_up_webhook_minutes
+from integrations.push.minutes import forget_minute_entries, roll_up_webhook_minutes
 from integrations.scheduling import dispatch_due_integrations
 from telemetry.models import Device, TelemetryRecord
 
