@@ -12,7 +12,7 @@ Two things make Django's changelist slow there, and both are replaced:
 from __future__ import annotations
 
 import json
-from datetime import date
+from datetime import date, datetime
 from typing import Any, cast
 
 from django.contrib import admin
@@ -128,19 +128,24 @@ def date_drilldown(cl: ChangeList) -> dict[str, Any]:
         chosen = date(year, month, day)
         back = {"link": _link(cl, {"year": year, "month": month}), "title": _month_title(chosen)}
         return {"show": True, "back": back, "choices": [{"title": _day_title(chosen)}]}
+    back, parts = _level(cl, year, month, first, last)
+    choices = [{"link": _link(cl, filters), "title": title} for filters, title in parts]
+    return {"show": True, "back": back, "choices": choices}
+
+
+def _level(
+    cl: ChangeList, year: int | None, month: int | None, first: datetime, last: datetime
+) -> tuple[dict[str, str] | None, list[tuple[dict[str, int], str]]]:
+    """The link back up and the choices of the level shown: days, months or years."""
     if year and month:
         back = {"link": _link(cl, {"year": year}), "title": str(year)}
         days = [date(year, month, d) for d in range(first.day, last.day + 1)]
-        parts = [({"year": year, "month": month, "day": d.day}, _day_title(d)) for d in days]
-    elif year:
+        return back, [({"year": year, "month": month, "day": d.day}, _day_title(d)) for d in days]
+    if year:
         back = {"link": _link(cl, {}), "title": "All dates"}
         months = [date(year, m, 1) for m in range(first.month, last.month + 1)]
-        parts = [({"year": year, "month": m.month}, _month_title(m)) for m in months]
-    else:
-        back = None
-        parts = [({"year": y}, str(y)) for y in range(first.year, last.year + 1)]
-    choices = [{"link": _link(cl, filters), "title": title} for filters, title in parts]
-    return {"show": True, "back": back, "choices": choices}
+        return back, [({"year": year, "month": m.month}, _month_title(m)) for m in months]
+    return None, [({"year": y}, str(y)) for y in range(first.year, last.year + 1)]
 
 
 def _link(cl: ChangeList, filters: dict[str, int]) -> str:
