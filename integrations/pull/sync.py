@@ -310,7 +310,8 @@ def _succeed(run: _Run) -> SyncOutcome:
     error = ""
     if outcome.rejected:
         reason = outcome.rejected_reason or "payload cannot be stored"
-        error = f"{outcome.rejected} readings were not stored: {reason}"
+        were = "reading was" if outcome.rejected == 1 else "readings were"
+        error = f"{outcome.rejected:,} {were} not stored: {reason}"
     _finish_activity(run, run.claim, error=error)
     return outcome
 

@@ -289,7 +289,7 @@ def test_sync_unstorable_payload_is_rejected_and_the_rest_kept(
     entry = ActivityLog.objects.get(activity_type="sync_import")
     assert (entry.status, entry.error_message) == (
         "partial",
-        "1 readings were not stored: payload cannot be stored as JSON: "
+        "1 reading was not stored: payload cannot be stored as JSON: "
         "it holds NaN, Infinity or a number too large to store",
     )
     golioth_integration.refresh_from_db()
