@@ -193,6 +193,8 @@ class SettingFields:
 class IntegrationForm(SettingFields, forms.ModelForm):
     base_url = forms.URLField(
         label="API base URL",
+        # A declared field loses the model's default: Golioth's API, prefilled for a new one.
+        initial=DeviceIntegration._meta.get_field("base_url").default,
         max_length=200,
         assume_scheme="https",
         help_text="https://api.golioth.io unless you use a staging or self-hosted API (its host "

@@ -8,7 +8,7 @@ integrations costs the same queries as a page of 1.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django import forms
@@ -28,6 +28,7 @@ from django.utils.timesince import timesince
 from integrations.admin.dashboard import DAY, SOURCES, integration_health
 from integrations.due import due
 from integrations.models import ActivityLog, DeviceIntegration
+from integrations.moments import parse_moment
 from integrations.pull.connection import test_connection
 from integrations.scheduling import enqueue_backfill, enqueue_reconcile, enqueue_sync
 
@@ -53,9 +54,31 @@ def _readings_since(since: Any, source: str) -> Coalesce:
     return Coalesce(Subquery(total, output_field=IntegerField()), 0)
 
 
+class MomentField(forms.CharField):
+    """A time as the commands take it (integrations.moments): 2026-03-01 12:00, 2h, 3d, now."""
+
+    def __init__(self, **kwargs: Any):
+        kwargs.setdefault("widget", forms.TextInput(attrs={"size": 22}))
+        super().__init__(**kwargs)
+
+    def prepare_value(self, value: Any) -> Any:
+        if isinstance(value, datetime):
+            return f"{value.astimezone(UTC):%Y-%m-%d %H:%M}"
+        return value
+
+    def clean(self, value: Any) -> datetime | None:
+        text = super().clean(value)
+        if not text:
+            return None
+        try:
+            return parse_moment(text, now=timezone.now())
+        except ValueError as exc:
+            raise forms.ValidationError(f"{str(exc)[:1].upper()}{str(exc)[1:]}") from None
+
+
 class BackfillForm(forms.Form):
-    since = forms.DateTimeField(help_text="Start of the range, e.g. 2026-01-31 00:00.")
-    until = forms.DateTimeField(help_text="End of the range (at most now).")
+    since = MomentField(help_text="Start of the range: 2026-01-31 00:00 (UTC), or an age: 6h, 3d.")
+    until = MomentField(help_text="End of the range (at most now): a time, an age, or now.")
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}

@@ -2,38 +2,27 @@
 
 from __future__ import annotations
 
-import re
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 from tqdm import tqdm
 
+from integrations import moments
 from integrations.models import ActivityLog, DeviceIntegration
 from integrations.pull.outcomes import SyncOutcome, SyncProgress
 from integrations.pull.retention import reaches_past_retention
 from integrations.pull.sync import sync_integration
 
-_AGE = re.compile(r"^(\d+)\s*([smhdw])$", re.IGNORECASE)
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
 
 def parse_moment(value: str, *, now: datetime, option: str) -> datetime:
-    """An ISO 8601 date or datetime (naive means UTC), or an age such as `2h`, `3d`, `1w`."""
-    text = value.strip()
-    if match := _AGE.match(text):
-        return now - timedelta(**{_UNITS[match[2].lower()]: int(match[1])})
+    """integrations.moments.parse_moment, refused as a CommandError that names the option."""
     try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise CommandError(
-            f"{option}: {value!r} is not a time. Use an ISO 8601 date or datetime "
-            f"(2026-03-01, 2026-03-01T12:00, 2026-03-01T12:00+01:00; naive means UTC) "
-            f"or an age (30m, 2h, 3d, 1w)."
-        ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        return moments.parse_moment(value, now=now)
+    except ValueError as exc:
+        raise CommandError(f"{option}: {exc}") from None
 
 
 def parse_window(
@@ -163,7 +152,11 @@ class Command(BaseCommand):
 def summary_line(integration: DeviceIntegration, o: SyncOutcome) -> str:
     line = f"{integration.name}: {o.status}"
     if o.skip_reason:
-        return f"{line} ({o.skip_reason})"
+        forceable = (
+            o.skip_reason != "already running" and "settings are invalid" not in o.skip_reason
+        )
+        hint = "; --force runs it anyway" if forceable else ""
+        return f"{line} ({o.skip_reason}{hint})"
     line += (
         f" devices={o.devices} fetched={o.fetched} inserted={o.inserted}"
         f" duplicates={o.duplicates} api_calls={o.api_calls} retries={o.retries}"

@@ -515,3 +515,9 @@ def test_admin_mirrored_paths_field_saves_patterns_and_refuses_overlaps(admin_cl
     response = admin_client.post(ADD_URL, form_data(name="b", mirrored_paths="/a/*b"))
 
     assert "a * may only end a pattern" in form_errors(response)["mirrored_paths"][0]
+
+
+def test_new_integration_form_starts_with_golioths_api_url(admin_client):
+    """Issue 12: the API base URL started blank, yet is required."""
+    html = admin_client.get("/admin/integrations/deviceintegration/add/").content.decode()
+    assert 'name="base_url" value="https://api.golioth.io"' in html

@@ -157,7 +157,8 @@ def test_backfill_form_queues_a_backfill_that_keeps_the_cursor(
     [
         ("2026-03-02 00:00", "2026-03-01 00:00", "The end must be after the start."),
         ("2026-03-01 00:00", "2999-01-01 00:00", "The end cannot be in the future."),
-        ("yesterday", "2026-03-01 00:00", "Enter a valid date/time."),
+        ("yesterday", "2026-03-01 00:00", "&#x27;yesterday&#x27; is not a time. Use an ISO 8601"),
+        ("2h", "3h", "The end must be after the start."),
     ],
 )
 def test_backfill_form_refuses_bad_ranges(admin_client, integration, since, until, error):
@@ -167,6 +168,20 @@ def test_backfill_form_refuses_bad_ranges(admin_client, integration, since, unti
     assert response.status_code == 200
     assert error in page(response)
     assert OrmQ.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_backfill_form_takes_ages_like_runsync(admin_client, integration):
+    """Issue 12: the form refused `1h` where the command takes ages."""
+    before = timezone.now()
+    response = admin_client.post(
+        f"{CHANGELIST}{integration.pk}/backfill/", {"since": "1h", "until": "now"}, follow=True
+    )
+    assert "Backfill of" in page(response)
+    (queued,) = OrmQ.objects.all()
+    kwargs = queued.task["kwargs"]
+    assert abs(kwargs["since"] - (before - timedelta(hours=1))) < timedelta(seconds=30)
+    assert abs(kwargs["until"] - before) < timedelta(seconds=30)
 
 
 @pytest.mark.django_db

@@ -171,7 +171,11 @@ def test_runsync_paused_integration_is_skipped_unless_forced(seeded):
     skipped = runsync("sim-fleet")
     forced = runsync("sim-fleet", "--force")
 
-    assert skipped == "sim-fleet: skipped (integration is paused, not active)\n"
+    # Issue 12: it says how to run it anyway.
+    assert (
+        skipped
+        == "sim-fleet: skipped (integration is paused, not active; --force runs it anyway)\n"
+    )
     assert forced.startswith("sim-fleet: success devices=4 fetched=20 inserted=20")
 
 
