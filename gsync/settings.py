@@ -151,6 +151,8 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = env.str("TIME_ZONE", default="UTC")
 USE_I18N = True
 USE_TZ = True
+# gsync/formats/en: one date format everywhere (2026-03-01 12:00:05).
+FORMAT_MODULE_PATH = ["gsync.formats"]
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"

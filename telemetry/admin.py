@@ -131,8 +131,9 @@ class TelemetryRecordAdmin(BigTableAdmin):
         "short_telemetry",
     ]
     list_filter = ["integration", "source", "time_exact", DeviceListFilter]
-    search_fields = ["=device__external_id"]
-    search_help_text = "A device's Golioth id (exact)."
+    # Exact matches only: each is an indexed lookup of a few devices, never a scan of readings.
+    search_fields = ["=device__external_id", "=device__name"]
+    search_help_text = "A device's Golioth id or name (exact, any case)."
     date_hierarchy = "device_timestamp"
     list_select_related = ["device", "integration"]
     sortable_by = ["device_timestamp"]

@@ -162,6 +162,17 @@ def test_telemetry_search_by_golioth_device_id(admin_client, fleet):
     assert len(response.context["cl"].result_list) == 3
 
 
+def test_telemetry_search_by_device_name_any_case(admin_client, fleet):
+    """Issue 12: "SIM00003" found nothing: the readings list searched Golioth ids only."""
+    add_readings(fleet[0], 3)
+    add_readings(fleet[1], 4)
+
+    response = admin_client.get(READINGS_URL, {"q": "PUMP-Hamburg"})
+
+    assert {r.device_id for r in response.context["cl"].result_list} == {fleet[1].pk}
+    assert len(response.context["cl"].result_list) == 4
+
+
 def test_telemetry_filter_by_source(admin_client, fleet):
     add_readings(fleet[0], 3, source="webhook")
     add_readings(fleet[1], 4, source="sync")
