@@ -33,7 +33,9 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 # Fernet keys for API keys at rest; several, comma-separated, to rotate (the first encrypts).
 GSYNC_ENCRYPTION_KEYS = env.list("GSYNC_ENCRYPTION_KEY", default=[])
 # The public base URL Golioth reaches gsync at, used to show each integration's webhook URL.
-GSYNC_PUBLIC_URL = env.str("GSYNC_PUBLIC_URL", default="http://localhost:8000").rstrip("/")
+# The address `make run` serves on (ADDR), so the admin and `manage.py integration show` give
+# one webhook URL.
+GSYNC_PUBLIC_URL = (env.str("GSYNC_PUBLIC_URL", default="") or "http://127.0.0.1:8000").rstrip("/")
 GSYNC_WEBHOOK_MAX_BYTES = env.int("GSYNC_WEBHOOK_MAX_BYTES", default=256 * 1024)
 # The largest reading stored, in bytes of its JSON (pull and push alike); larger ones are
 # rejected with their reason, and a webhook delivery is kept for a re-process.

@@ -85,3 +85,27 @@ def test_sqlite_busy_timeout_not_below_the_web_timeout_is_refused():
     assert result.returncode != 0
     assert "GSYNC_SQLITE_TIMEOUT (30" in result.stderr
     assert "GSYNC_WEB_TIMEOUT (30)" in result.stderr
+
+
+def test_default_public_url_is_what_make_run_serves():
+    """Issue 12: `integration show --json` said http://localhost:8000 while the admin, served by
+    `make run` on 127.0.0.1:8000, said http://127.0.0.1:8000 for the same webhook."""
+    addr = next(
+        line.split("?=")[1].strip()
+        for line in (ROOT / "Makefile").read_text().splitlines()
+        if line.startswith("ADDR ?=")
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", "import gsync.settings as s; print(s.GSYNC_PUBLIC_URL)"],
+        cwd=ROOT,
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("GSYNC_")},
+            "SECRET_KEY": "settings-test",
+            "GSYNC_PUBLIC_URL": "",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"http://{addr}"
