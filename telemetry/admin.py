@@ -63,6 +63,10 @@ class DeviceAdmin(admin.ModelAdmin):
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
+    # A deleted device comes back with the next sync, and takes its readings with it now.
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
     @admin.display(description="Tags")
     def tag_list(self, obj: Device) -> str:
         return obj.tag_list

@@ -231,3 +231,13 @@ def test_telemetry_detail_pretty_prints_and_is_read_only(admin_client, fleet):
     assert "&quot;temp&quot;: 20" in page
     assert 'name="_save"' not in page
     assert admin_client.get(f"{READINGS_URL}add/").status_code == 403
+
+
+def test_mirrored_devices_cannot_be_deleted_from_the_admin(admin_client, fleet):
+    """Issue 12: a Delete button on a mirrored device would drop its readings, and the next
+    sync brings the device back."""
+    page = admin_client.get(f"{DEVICES_URL}{fleet[0].pk}/change/").content.decode()
+    assert "deletelink" not in page
+    response = admin_client.post(f"{DEVICES_URL}{fleet[0].pk}/delete/", {"post": "yes"})
+    assert response.status_code == 403
+    assert Device.objects.filter(pk=fleet[0].pk).exists()
