@@ -153,6 +153,8 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = env.str("TIME_ZONE", default="UTC")
 USE_I18N = True
 USE_TZ = True
+# Django 6's default, now: a URL typed without a scheme is https.
+FORMS_URLFIELD_ASSUME_HTTPS = True
 # gsync/formats/en: one date format everywhere (2026-03-01 12:00:05).
 FORMAT_MODULE_PATH = ["gsync.formats"]
 

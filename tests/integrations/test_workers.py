@@ -198,6 +198,9 @@ def test_sigkilled_worker_run_is_finished_by_the_other(start_qcluster, make_inte
             settings={
                 "backfillFrom": (now - timedelta(hours=3)).isoformat(),
                 "maxRequestsPerSecond": 4,
+                # Else the dispatch right after the run queues the first reconcile, whose lease
+                # can be held when the lease is checked below (a race seen in CI).
+                "reconcileIntervalMinutes": 0,
             },
         )
         ensure_schedules()
