@@ -89,14 +89,10 @@ class CappedCountPaginator(Paginator):
         return f"{self.cap:,}+" if self.capped else ""
 
 
-class BigTableAdmin(admin.ModelAdmin):
-    """Read-only admin for a table that grows without bound: capped counts, a cheap date
-    drill-down, no facet counts, no full-table count next to the search box."""
-
-    paginator = CappedCountPaginator
-    show_full_result_count = False
-    show_facets = admin.ShowFacets.NEVER
-    change_list_template = "admin/gsync/big_change_list.html"
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows gsync writes itself (mirrored from Golioth or logged): staff look, never add, edit
+    or delete. The next sync would overwrite an edit; a deleted device returns with it and takes
+    its readings now."""
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -106,6 +102,16 @@ class BigTableAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+class BigTableAdmin(ReadOnlyAdmin):
+    """Read-only admin for a table that grows without bound: capped counts, a cheap date
+    drill-down, no facet counts, no full-table count next to the search box."""
+
+    paginator = CappedCountPaginator
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
+    change_list_template = "admin/gsync/big_change_list.html"
 
 
 def date_drilldown(cl: ChangeList) -> dict[str, Any]:

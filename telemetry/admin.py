@@ -11,7 +11,7 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
-from gsync.admin_display import BigTableAdmin, pretty_json, short_json
+from gsync.admin_display import BigTableAdmin, ReadOnlyAdmin, pretty_json, short_json
 from telemetry.models import Device, TelemetryRecord
 
 LATEST_READINGS = 20
@@ -20,7 +20,7 @@ LATEST_READING_CHARS = 4096
 
 
 @admin.register(Device)
-class DeviceAdmin(admin.ModelAdmin):
+class DeviceAdmin(ReadOnlyAdmin):
     list_display = [
         "name",
         "external_id",
@@ -55,17 +55,6 @@ class DeviceAdmin(admin.ModelAdmin):
         ("Golioth metadata", {"fields": ["metadata_display", ("created_at", "updated_at")]}),
     ]
     readonly_fields = ["tag_list", "firmware_display", "metadata_display", "latest_readings"]
-
-    # Everything here comes from Golioth: the next sync would overwrite an edit.
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    # A deleted device comes back with the next sync, and takes its readings with it now.
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     @admin.display(description="Tags")
     def tag_list(self, obj: Device) -> str:
