@@ -42,9 +42,8 @@ class Setting:
         value = _KINDS[self.kind](raw)
         if self.minimum is not None and self.maximum is not None:
             if not self.minimum <= value <= self.maximum:
-                raise ValueError(
-                    f"must be between {self.minimum:g} and {self.maximum:g} (got {value:g})"
-                )
+                low, high, got = (_shown(n) for n in (self.minimum, self.maximum, value))
+                raise ValueError(f"must be between {low} and {high} (got {got})")
         if self.check and (problem := self.check(value)):
             raise ValueError(problem)
         return value
@@ -55,6 +54,11 @@ class Setting:
         if self.kind == "paths":
             return list(value) if value else None
         return value
+
+
+def _shown(number: float) -> str:
+    """A bound or a value as staff typed it: 604800, 0.1 (never 6.048e+05)."""
+    return str(int(number)) if float(number).is_integer() else f"{number:g}"
 
 
 def _as_bool(raw: Any) -> bool:

@@ -62,3 +62,15 @@ def test_reconcile_interval_rule_beyond_the_bounds():
     with pytest.raises(SettingsError, match="must be 0 \\(off\\) or at least 5"):
         SyncSettings.from_json({"reconcileIntervalMinutes": 3})
     assert SyncSettings.from_json({"reconcileIntervalMinutes": 0}).reconcile_interval_minutes == 0
+
+
+def test_out_of_bounds_numbers_are_quoted_as_typed():
+    """Whole numbers stay whole in the message (a `:g` format said "got 1e+09")."""
+    with pytest.raises(SettingsError) as refused:
+        SyncSettings.from_json({"syncIntervalSeconds": 1_000_000_000})
+    assert refused.value.errors["syncIntervalSeconds"] == (
+        "must be between 60 and 604800 (got 1000000000)"
+    )
+    with pytest.raises(SettingsError) as refused:
+        SyncSettings.from_json({"maxRequestsPerSecond": 0.05})
+    assert refused.value.errors["maxRequestsPerSecond"] == "must be between 0.1 and 1000 (got 0.05)"
