@@ -37,6 +37,8 @@ class Hold(StrEnum):
 
 # The holds that skip a run (logged once per reason); waiting and running only mean "not yet".
 SKIPS = frozenset(Hold) - {Hold.WAITING, Hold.RUNNING}
+# What `force` (runsync --force, Sync now) sets aside: never invalid settings or a held lease.
+FORCEABLE = frozenset({Hold.DISABLED, Hold.PAUSED, Hold.STOPPED, Hold.OUTSIDE_WINDOW})
 
 
 @dataclass(frozen=True)

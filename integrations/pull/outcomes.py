@@ -41,6 +41,7 @@ class SyncOutcome:
     rereads: int = 0
     error: str = ""
     skip_reason: str | None = None
+    skip_forceable: bool = False  # a forced run would not have skipped
     window_start: datetime | None = None
     window_end: datetime | None = None
     duration: float = 0.0

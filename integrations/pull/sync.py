@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from django.db.models import F
 from django.utils import timezone
 
-from integrations.due import due, log_skip
+from integrations.due import FORCEABLE, due, log_skip
 from integrations.golioth.client import GoliothClient
 from integrations.golioth.payloads import StreamReading
 from integrations.models import ActivityLog, DeviceIntegration
@@ -107,8 +107,10 @@ def sync_integration(
     else:
         integration = DeviceIntegration.objects.get(pk=integration)
     now = now or timezone.now()
-    if not force and (reason := due(integration, now=now).skip_reason):
-        return _skip(integration, reason, trigger=trigger)
+    decision = due(integration, now=now)
+    if not force and (reason := decision.skip_reason):
+        forceable = decision.hold in FORCEABLE
+        return _skip(integration, reason, trigger=trigger, forceable=forceable)
     try:
         sync_settings = integration.sync_settings
     except SettingsError as exc:
@@ -379,6 +381,14 @@ def _finish_activity(run: _Run, claim: Claim, *, error: str) -> None:
 # --- skips ---------------------------------------------------------------------------------------
 
 
-def _skip(integration: DeviceIntegration, reason: str, *, trigger: str) -> SyncOutcome:
+def _skip(
+    integration: DeviceIntegration, reason: str, *, trigger: str, forceable: bool = False
+) -> SyncOutcome:
     entry = log_skip(integration, reason, trigger=trigger)
-    return SyncOutcome(integration.pk, Status.SKIPPED, activity=entry, skip_reason=reason[:200])
+    return SyncOutcome(
+        integration.pk,
+        Status.SKIPPED,
+        activity=entry,
+        skip_reason=reason[:200],
+        skip_forceable=forceable,
+    )

@@ -152,10 +152,7 @@ class Command(BaseCommand):
 def summary_line(integration: DeviceIntegration, o: SyncOutcome) -> str:
     line = f"{integration.name}: {o.status}"
     if o.skip_reason:
-        forceable = (
-            o.skip_reason != "already running" and "settings are invalid" not in o.skip_reason
-        )
-        hint = "; --force runs it anyway" if forceable else ""
+        hint = "; --force runs it anyway" if o.skip_forceable else ""
         return f"{line} ({o.skip_reason}{hint})"
     line += (
         f" devices={o.devices} fetched={o.fetched} inserted={o.inserted}"

@@ -179,6 +179,16 @@ def test_runsync_paused_integration_is_skipped_unless_forced(seeded):
     assert forced.startswith("sim-fleet: success devices=4 fetched=20 inserted=20")
 
 
+def test_runsync_does_not_offer_force_where_it_would_not_help(seeded):
+    """Invalid settings stop a forced run too: no hint that --force would run it."""
+    DeviceIntegration.objects.filter(pk=seeded.pk).update(settings={"syncIntervalSeconds": 1})
+
+    output = runsync("sim-fleet")
+
+    assert output.startswith("sim-fleet: skipped (settings are invalid: syncIntervalSeconds")
+    assert "--force" not in output
+
+
 def test_runsync_all_runs_every_integration_and_fails_if_one_fails(seeded, make_integration):
     broken = make_integration(
         "broken",
