@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 ADDR ?= 127.0.0.1:8000
 STAMP := $(VENV)/.installed
 
-.PHONY: run test browser-deps install lint bench-pull bench-reconcile bench-ingest bench-webhook bench-admin clean
+.PHONY: run test browser-deps install lint bench bench-pull bench-reconcile bench-ingest bench-webhook bench-admin clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,9 @@ lint: install
 	$(VENV)/bin/mypy
 
 # Benchmarks (PostgreSQL at 127.0.0.1 by default; each prints its figures). Not part of `make test`.
+# `make bench` runs them all and prints one table (bench/run_all.py; BENCH_ARGS=--quick to smoke).
+bench: install
+	$(PY) bench/run_all.py $(BENCH_ARGS)
 bench-pull: install
 	$(PY) bench/bench_pull.py
 bench-reconcile: install

@@ -37,6 +37,8 @@ from urllib.parse import urlsplit
 BASE = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE))
 
+from bench.figures import record  # noqa: E402
+
 
 def main() -> None:
     args = parse_args()
@@ -231,6 +233,14 @@ def report(r: dict, args: argparse.Namespace) -> None:
     print(
         f"  peak RSS      {r['peak_rss_mb']:.0f} MB (before the sync: {r['rss_before_mb']:.0f} MB)"
     )
+    over = r["seconds"] / floor
+    size = f"backfill {r['seeded']:,} readings"
+    record(f"{size}: wall time (s)", r["seconds"], reference=floor,
+           target="<= 1.2x the rate-limit floor", met=over <= 1.2)  # fmt: skip
+    record(f"{size}: API calls", r["api_calls"], reference=budget,
+           target="<= the page budget", met=r["api_calls"] <= budget * 1.01)  # fmt: skip
+    record(f"{size}: peak RSS (MB)", r["peak_rss_mb"], target="< 200 MB",
+           met=r["peak_rss_mb"] < 200)  # fmt: skip
 
 
 # --- memory --------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ sys.path.insert(0, str(BASE))
 sys.path.insert(0, str(BASE / "bench"))
 
 from bench_pull import setup_django, throwaway_database  # noqa: E402
+from figures import record  # noqa: E402
 
 START = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -170,6 +171,10 @@ def reconcile(fleet, integration, *, label: str, devices: int) -> None:
         f"                mirror vs ground truth through {end:%Y-%m-%d %H:%M}: "
         f"{lost} missing, {doubled} doubled, devices {devices:,}"
     )
+    record(f"reconcile ({label.strip()}): API calls", outcome.api_calls, reference=bound,
+           target="<= counts + repair pages", met=outcome.api_calls <= bound)  # fmt: skip
+    record(f"reconcile ({label.strip()}): readings missing + doubled after", lost + doubled,
+           reference=0, target="0", met=lost + doubled == 0)  # fmt: skip
 
 
 def mirror(integration) -> Counter:

@@ -1,4 +1,4 @@
-"""`make run`: the web server and a django-q2 worker together; Ctrl-C stops both.
+"""`make run`: the web server, a django-q2 cluster and an ingest worker together; Ctrl-C stops all.
 
 With GSYNC_DEMO=1 it also starts the Golioth simulator with a demo fleet (see README).
 """
@@ -30,6 +30,8 @@ def main() -> int:
     commands = [
         [*manage, "runserver", "--insecure", "--noreload", args.addr],
         [*manage, "qcluster"],
+        # Stores the queued webhook deliveries (integrations.push.queue).
+        [*manage, "ingest_worker"],
     ]
     if os.environ.get("GSYNC_DEMO") == "1":
         commands.append([*manage, "demo", "--live"])

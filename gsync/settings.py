@@ -37,6 +37,9 @@ GSYNC_ENCRYPTION_KEYS = env.list("GSYNC_ENCRYPTION_KEY", default=[])
 # one webhook URL.
 GSYNC_PUBLIC_URL = (env.str("GSYNC_PUBLIC_URL", default="") or "http://127.0.0.1:8000").rstrip("/")
 GSYNC_WEBHOOK_MAX_BYTES = env.int("GSYNC_WEBHOOK_MAX_BYTES", default=256 * 1024)
+# Seconds a web process keeps an integration's webhook settings (secrets, on/off, paths) before
+# reading them again: a change in the admin applies to webhooks within this. 0: every request.
+GSYNC_WEBHOOK_CONFIG_SECONDS = env.float("GSYNC_WEBHOOK_CONFIG_SECONDS", default=5.0)
 # The largest reading stored, in bytes of its JSON (pull and push alike); larger ones are
 # rejected with their reason, and a webhook delivery is kept for a re-process.
 GSYNC_MAX_READING_BYTES = env.int("GSYNC_MAX_READING_BYTES", default=64 * 1024)
@@ -208,6 +211,8 @@ if GSYNC_REDIS_URL:
 GSYNC_QUEUE_STALE_SECONDS = env.int("GSYNC_QUEUE_STALE_SECONDS", default=900)
 # /healthz answers 503 when the dispatcher has not run for this long (it runs every minute).
 GSYNC_HEALTH_MAX_DISPATCH_AGE = env.int("GSYNC_HEALTH_MAX_DISPATCH_AGE", default=300)
+# /healthz fails when a queued webhook delivery has waited this many seconds for an ingest worker.
+GSYNC_HEALTH_MAX_QUEUE_AGE = env.int("GSYNC_HEALTH_MAX_QUEUE_AGE", default=120)
 
 # Webhook tokens and query-string values never reach a log line (gsync/redaction.py): filtered on
 # the loggers that write request paths (so every handler gets the redacted text) and on the console.

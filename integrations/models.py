@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import copy
 import hashlib
 import secrets
 import uuid
@@ -102,7 +103,14 @@ class DeviceIntegration(models.Model):
 
     @property
     def sync_settings(self) -> SyncSettings:
-        return SyncSettings.from_json(self.settings)
+        # Parsed once per value of `settings` (a webhook reads it several times a request);
+        # compared by value, so a change made in place is seen too.
+        memo = self.__dict__.get("_sync_settings_memo")
+        if memo is not None and memo[0] == self.settings:
+            return memo[1]
+        parsed = SyncSettings.from_json(self.settings)
+        self.__dict__["_sync_settings_memo"] = (copy.deepcopy(self.settings), parsed)
+        return parsed
 
     @sync_settings.setter
     def sync_settings(self, value: SyncSettings) -> None:
@@ -326,6 +334,7 @@ class ActivityLog(models.Model):
 class WebhookDelivery(models.Model):
     class Outcome(models.TextChoices):
         RECEIVED = "received", "Received (not yet processed)"
+        QUEUED = "queued", "Queued (for an ingest worker)"
         PROCESSED = "processed", "Processed"
         DUPLICATE = "duplicate", "Duplicate"
         IGNORED = "ignored", "Ignored (not a reading)"
@@ -355,6 +364,12 @@ class WebhookDelivery(models.Model):
             models.Index(fields=["outcome", "-received_at"], name="delivery_outcome_newest"),
             models.Index(
                 fields=["integration", "-received_at"], name="delivery_integration_newest"
+            ),
+            # The ingest workers' queue: small however many deliveries are kept.
+            models.Index(
+                fields=["id"],
+                name="delivery_pending",
+                condition=models.Q(outcome__in=["queued", "received"]),
             ),
         ]
         verbose_name_plural = "webhook deliveries"

@@ -215,6 +215,17 @@ SETTINGS: tuple[Setting, ...] = (
         check=_reconcile_interval_rule,
     ),
     Setting(
+        "webhookQueued",
+        "webhook_queued",
+        "bool",
+        True,
+        "Queue webhook deliveries",
+        "Answer each webhook 202 at once and store its reading in the ingest worker, in "
+        "batches (big fleets: several times the rate). Off: store the reading before answering "
+        "200 with its counts (small fleets without an ingest worker).",
+        group="webhook",
+    ),
+    Setting(
         "webhookCreatesDevices",
         "webhook_creates_devices",
         "bool",

@@ -42,6 +42,7 @@ class SyncSettings:
     offline_after_minutes: int = DEFAULTS["offline_after_minutes"]
     payloads_nested_under_path: bool = DEFAULTS["payloads_nested_under_path"]
     webhook_creates_devices: bool = DEFAULTS["webhook_creates_devices"]
+    webhook_queued: bool = DEFAULTS["webhook_queued"]
     reconcile_lookback_hours: int = DEFAULTS["reconcile_lookback_hours"]
     reconcile_interval_minutes: int = DEFAULTS["reconcile_interval_minutes"]
     # Golioth path filter patterns (integrations.golioth.paths); None: every path but logs.

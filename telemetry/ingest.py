@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -94,8 +95,12 @@ def ingest_readings(
     batch_size: int = BATCH_SIZE,
     advance_last_seen: bool = True,
     approximate_stored: bool = True,
+    per_reading: list[IngestResult] | None = None,
 ) -> IngestResult:
     """Store `readings` (any iterable, consumed lazily), each batch in its own transaction.
+
+    `per_reading`, when given, receives one IngestResult per reading, in order, saying what
+    became of it alone (the queued webhook path records each delivery's outcome from it).
 
     Inside a caller's transaction a batch joins it (no savepoint: two round trips a webhook would
     pay for nothing, since an error rolls the caller back too). `advance_last_seen=False` when
@@ -114,6 +119,7 @@ def ingest_readings(
                 tolerance=time_tolerance,
                 advance_last_seen=advance_last_seen,
                 approximate_stored=approximate_stored,
+                per_reading=per_reading,
             )
     return result
 
@@ -141,8 +147,9 @@ def _ingest_batch(
     tolerance: timedelta,
     advance_last_seen: bool,
     approximate_stored: bool,
+    per_reading: list[IngestResult] | None = None,
 ) -> IngestResult:
-    rows, refused = _keyed_rows(batch, integration_id=integration_id)
+    rows, refused, slots = _keyed_rows(batch, integration_id=integration_id)
     accepted = len(batch) - len(refused)
     result = _refused_result(refused)
     result.duplicates = accepted - len(rows)
@@ -150,12 +157,34 @@ def _ingest_batch(
     if approximate_stored or not all(row.reading.time_exact for row in fresh):
         fresh, result.corrected, known = _reconcile_approximate_times(fresh, tolerance)
         result.duplicates += known
-    inserted = _insert(fresh, integration_id=integration_id, source=source, activity_id=activity_id)
+    inserted, inserted_keys = _insert(
+        fresh,
+        integration_id=integration_id,
+        source=source,
+        activity_id=activity_id,
+        returning=per_reading is not None,
+    )
     result.inserted = inserted
     result.duplicates += len(fresh) - inserted
     if advance_last_seen:
         _advance_last_seen([row.reading for row in rows.values()])
+    if per_reading is not None:
+        per_reading.extend(_each_reading(slots, inserted_keys or set()))
     return result
+
+
+def _each_reading(slots: list[Any], inserted_keys: set[uuid.UUID]) -> Iterator[IngestResult]:
+    """What became of each reading of a batch: the first holder of an inserted key was stored;
+    a refused one says why; every other one was a duplicate (of a stored row or of another
+    reading of the batch)."""
+    for slot in slots:
+        if isinstance(slot, _Refused):
+            yield _refused_result([slot])
+        elif slot in inserted_keys:
+            inserted_keys.discard(slot)
+            yield IngestResult(inserted=1)
+        else:
+            yield IngestResult(duplicates=1)
 
 
 class _Refused(ValueError):
@@ -168,16 +197,19 @@ class _Refused(ValueError):
 
 def _keyed_rows(
     batch: list[Reading], *, integration_id: int
-) -> tuple[dict[Any, _Row], list[_Refused]]:
-    """The batch by dedup key (repeats within it collapse), and the payloads refused."""
+) -> tuple[dict[Any, _Row], list[_Refused], list[Any]]:
+    """The batch by dedup key (repeats within it collapse), the payloads refused, and each
+    reading's key or refusal, in order."""
     rows: dict[Any, _Row] = {}
     refused = []
+    slots: list[Any] = []
     limit = settings.GSYNC_MAX_READING_BYTES
     for reading in batch:
         try:
             document = _document(reading.payload, limit=limit)
         except _Refused as exc:
             refused.append(exc)
+            slots.append(exc)
             logger.warning(
                 "Reading of device %s at %s not stored: %s",
                 reading.device_external_id,
@@ -193,9 +225,10 @@ def _keyed_rows(
             timestamp=reading.timestamp,
             digest=digest,
         )
+        slots.append(key)
         if key not in rows:
             rows[key] = _Row(reading, key, digest, document.decode())
-    return rows, refused
+    return rows, refused, slots
 
 
 def _document(payload: Any, *, limit: int) -> bytes:
@@ -238,7 +271,7 @@ def count_new_readings(readings: Iterable[Reading], *, integration_id: int) -> I
     """What `ingest_readings` would do, without writing: readings whose key is not stored yet
     count as inserted (a dry run's estimate; approximate-time corrections are not predicted)."""
     readings = list(readings)
-    rows, refused = _keyed_rows(readings, integration_id=integration_id)
+    rows, refused, _ = _keyed_rows(readings, integration_id=integration_id)
     stored = TelemetryRecord.objects.filter(dedup_key__in=list(rows)).count()
     repeats = len(readings) - len(refused) - len(rows)
     result = _refused_result(refused)
@@ -321,9 +354,17 @@ def _correct_time(record_id: int, row: _Row) -> None:
 # --- insert --------------------------------------------------------------------------------------
 
 
-def _insert(rows: list[_Row], *, integration_id: int, source: str, activity_id: int | None) -> int:
+def _insert(
+    rows: list[_Row],
+    *,
+    integration_id: int,
+    source: str,
+    activity_id: int | None,
+    returning: bool = False,
+) -> tuple[int, set[uuid.UUID] | None]:
+    """Insert-or-ignore; how many were inserted and, when `returning`, their keys."""
     if not rows:
-        return 0
+        return 0, set() if returning else None
     now = timezone.now()
     values = [
         (
@@ -341,11 +382,14 @@ def _insert(rows: list[_Row], *, integration_id: int, source: str, activity_id: 
         for r in rows
     ]
     if connection.vendor == "postgresql" and len(values) >= COPY_MIN_ROWS:
-        return _insert_postgresql(values)
-    return _insert_portable(values)
+        return _insert_postgresql(values, returning=returning)
+    if returning:
+        keys = _insert_portable_returning(values)
+        return len(keys), keys
+    return _insert_portable(values), None
 
 
-def _insert_postgresql(values: list[tuple]) -> int:
+def _insert_postgresql(values: list[tuple], *, returning: bool) -> tuple[int, set | None]:
     table = TelemetryRecord._meta.db_table
     columns = ", ".join(COLUMNS)
     with connection.cursor() as cursor:
@@ -360,25 +404,54 @@ def _insert_postgresql(values: list[tuple]) -> int:
                 copy.write_row(row)
         cursor.execute(
             f"INSERT INTO {table} ({columns}) SELECT {columns} FROM gsync_ingest "  # noqa: S608
-            "ON CONFLICT (dedup_key) DO NOTHING"
+            "ON CONFLICT (dedup_key) DO NOTHING" + (" RETURNING dedup_key" if returning else "")
         )
         inserted = cursor.rowcount
+        keys = {uuid.UUID(str(row[0])) for row in cursor.fetchall()} if returning else None
         cursor.execute("TRUNCATE gsync_ingest")
-    return inserted
+    return inserted, keys
 
 
-def _insert_portable(values: list[tuple]) -> int:
-    table = TelemetryRecord._meta.db_table
+def _prepared(values: list[tuple]) -> list[tuple]:
     fields = [
         cast(models.Field, TelemetryRecord._meta.get_field(c.removesuffix("_id"))) for c in COLUMNS
     ]
-    prepared = [
+    return [
         tuple(
             value if field.name in ("telemetry",) else field.get_db_prep_save(value, connection)
             for field, value in zip(fields, row, strict=True)
         )
         for row in values
     ]
+
+
+# Rows per multi-row INSERT ... RETURNING: SQLite binds at most 32,766 parameters.
+RETURNING_ROWS = 3_000
+
+
+def _insert_portable_returning(values: list[tuple]) -> set[uuid.UUID]:
+    """Insert-or-ignore by multi-row VALUES, returning the inserted keys (executemany returns
+    no rows). RETURNING: PostgreSQL, SQLite >= 3.35."""
+    table = TelemetryRecord._meta.db_table
+    one = "(" + ", ".join(["%s"] * len(COLUMNS)) + ")"
+    keys: set[uuid.UUID] = set()
+    prepared = _prepared(values)
+    with connection.cursor() as cursor:
+        for start in range(0, len(prepared), RETURNING_ROWS):
+            chunk = prepared[start : start + RETURNING_ROWS]
+            sql = (
+                f"INSERT INTO {table} ({', '.join(COLUMNS)}) "  # noqa: S608
+                f"VALUES {', '.join([one] * len(chunk))} "
+                "ON CONFLICT (dedup_key) DO NOTHING RETURNING dedup_key"
+            )
+            cursor.execute(sql, [value for row in chunk for value in row])
+            keys.update(uuid.UUID(str(row[0])) for row in cursor.fetchall())
+    return keys
+
+
+def _insert_portable(values: list[tuple]) -> int:
+    table = TelemetryRecord._meta.db_table
+    prepared = _prepared(values)
     placeholders = ", ".join(["%s"] * len(COLUMNS))
     sql = (
         f"INSERT INTO {table} ({', '.join(COLUMNS)}) VALUES ({placeholders}) "  # noqa: S608

@@ -18,6 +18,10 @@ GSYNC_HTTP_BACKOFF = 0.01
 GSYNC_API_HOSTS = [*GSYNC_API_HOSTS, "127.0.0.1"]  # noqa: F405
 GSYNC_ALLOW_PRIVATE_API_HOSTS = True
 
+# Webhook tests change an integration and post at once: no cached webhook settings (the cache
+# has its own test, which turns it on).
+GSYNC_WEBHOOK_CONFIG_SECONDS = 0
+
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
     # A file, not the in-memory default: tests that run syncs in threads need SQLite's real
     # locking (WAL, busy timeout). The in-memory database's shared cache fails at once with

@@ -100,6 +100,31 @@ def process_delivery(
     integration = integration or delivery.integration
     try:
         sync_settings = integration.sync_settings
+        read = read_delivery(delivery, sync_settings=sync_settings)
+        if isinstance(read, DeliveryResult):
+            return conclude_delivery(delivery, read)
+        with transaction.atomic():
+            result = store_reading(
+                read,
+                integration=integration,
+                sync_settings=sync_settings,
+                activity_id=activity_id,
+            )
+            return conclude_delivery(delivery, result)
+    except DatabaseError as exc:
+        _record_crash(delivery, exc)
+        raise
+    except Exception as exc:
+        logger.exception("webhook: delivery %s failed", delivery.pk)
+        return _record_crash(delivery, exc)
+
+
+def read_delivery(
+    delivery: WebhookDelivery, *, sync_settings: SyncSettings
+) -> WebhookReading | DeliveryResult:
+    """The reading a delivery holds, or the result that ends it without storing anything:
+    failed (not a reading: 400 or 415) or ignored (not a stream reading, a path not mirrored)."""
+    try:
         message = parse_webhook(
             bytes(delivery.body),
             content_type=delivery.content_type,
@@ -107,30 +132,15 @@ def process_delivery(
             received_at=delivery.received_at,
             nest_payload=sync_settings.payloads_nested_under_path,
         )
-        if message.reading is None:
-            result = DeliveryResult(Outcome.IGNORED, reason=message.ignored)
-            return conclude_delivery(delivery, result)
-        if not sync_settings.mirrors_path(message.reading.path):
-            reason = f"path {data_path(message.reading.path)} is not mirrored"
-            return conclude_delivery(delivery, DeliveryResult(Outcome.IGNORED, reason=reason))
-        with transaction.atomic():
-            result = store_reading(
-                message.reading,
-                integration=integration,
-                sync_settings=sync_settings,
-                activity_id=activity_id,
-            )
-            return conclude_delivery(delivery, result)
     except PayloadError as exc:
         failure = "media-type" if isinstance(exc, UnsupportedMediaType) else "input"
-        result = DeliveryResult(Outcome.FAILED, reason=str(exc), failure=failure)
-        return conclude_delivery(delivery, result)
-    except DatabaseError as exc:
-        _record_crash(delivery, exc)
-        raise
-    except Exception as exc:
-        logger.exception("webhook: delivery %s failed", delivery.pk)
-        return _record_crash(delivery, exc)
+        return DeliveryResult(Outcome.FAILED, reason=str(exc), failure=failure)
+    if message.reading is None:
+        return DeliveryResult(Outcome.IGNORED, reason=message.ignored)
+    if not sync_settings.mirrors_path(message.reading.path):
+        reason = f"path {data_path(message.reading.path)} is not mirrored"
+        return DeliveryResult(Outcome.IGNORED, reason=reason)
+    return message.reading
 
 
 def _record_crash(delivery: WebhookDelivery, exc: BaseException) -> DeliveryResult:
@@ -153,9 +163,8 @@ def store_reading(
     sync_settings: SyncSettings,
     activity_id: int | None,
 ) -> DeliveryResult:
-    if reading.project_id not in ("", integration.project_id):
-        reason = f"project {reading.project_id!r} is not this integration's project"
-        return DeliveryResult(Outcome.REJECTED, reason=reason[:300])
+    if foreign := foreign_project(reading, integration):
+        return foreign
     seen = _see_device(integration, reading, sync_settings=sync_settings)
     if seen is None and sync_settings.webhook_creates_devices:
         # Golioth sends no device name in a webhook; the next pull fills it in.
@@ -166,14 +175,10 @@ def store_reading(
         )
         seen = _see_device(integration, reading, sync_settings=sync_settings)
     if seen is None:
-        reason = (
-            f"unknown device {reading.device_external_id!r}: this integration does not add "
-            "devices from webhooks (webhookCreatesDevices is off)"
-        )
-        return DeliveryResult(Outcome.REJECTED, reason=reason)
+        return unknown_device(reading)
     device_pk, approximate_stored = seen
     ingested = ingest_readings(
-        [_as_reading(reading, device_pk)],
+        [as_reading(reading, device_pk)],
         integration_id=integration.pk,
         source=TelemetryRecord.Source.WEBHOOK,
         activity_id=activity_id,
@@ -181,10 +186,27 @@ def store_reading(
         advance_last_seen=False,
         approximate_stored=approximate_stored,
     )
-    return _ingest_outcome(ingested)
+    return ingest_outcome(ingested)
 
 
-def _as_reading(reading: WebhookReading, device_pk: int) -> Reading:
+def foreign_project(
+    reading: WebhookReading, integration: DeviceIntegration
+) -> DeliveryResult | None:
+    if reading.project_id in ("", integration.project_id):
+        return None
+    reason = f"project {reading.project_id!r} is not this integration's project"
+    return DeliveryResult(Outcome.REJECTED, reason=reason[:300])
+
+
+def unknown_device(reading: WebhookReading) -> DeliveryResult:
+    reason = (
+        f"unknown device {reading.device_external_id!r}: this integration does not add "
+        "devices from webhooks (webhookCreatesDevices is off)"
+    )
+    return DeliveryResult(Outcome.REJECTED, reason=reason)
+
+
+def as_reading(reading: WebhookReading, device_pk: int) -> Reading:
     return Reading(
         device_pk=device_pk,
         device_external_id=reading.device_external_id,
@@ -195,7 +217,7 @@ def _as_reading(reading: WebhookReading, device_pk: int) -> Reading:
     )
 
 
-def _ingest_outcome(ingested: IngestResult) -> DeliveryResult:
+def ingest_outcome(ingested: IngestResult) -> DeliveryResult:
     stored, duplicates = ingested.inserted, ingested.duplicates
     if stored:
         return DeliveryResult(Outcome.PROCESSED, stored, duplicates)

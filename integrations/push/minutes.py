@@ -2,14 +2,15 @@
 
 A request only finds or adds its minute's entry (`webhook_minute_entry`, cached per process; a
 unique constraint keeps it one per minute across processes); the dispatcher fills in the counts
-of minutes that are over (`roll_up_webhook_minutes`), off the request path.
+of minutes that are over (`roll_up_webhook_minutes`), off the request path, once no delivery of
+the minute waits for an ingest worker (integrations.push.queue).
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from django.db.models import Count, Max, Q, Sum
+from django.db.models import Count, Max, Q, QuerySet, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -19,6 +20,9 @@ MINUTE = timedelta(minutes=1)
 # A delivery is stored with its minute's received_at before it is processed: give the last ones of
 # a minute this long to finish before their outcomes are counted.
 ROLL_UP_GRACE = timedelta(seconds=15)
+# A minute whose deliveries wait for an ingest worker is counted once they are stored, or after
+# this long regardless (no worker running): its entry then shows what was stored by then.
+QUEUE_PATIENCE = timedelta(hours=1)
 # Per process: integration token -> (minute, entry id). Tokens, not pks: a pk can come back
 # (SQLite reuses the ids a rollback freed), a token never does.
 _minute_entries: dict[str, tuple[datetime, int]] = {}
@@ -58,20 +62,32 @@ def roll_up_webhook_minutes(*, now: datetime | None = None) -> int:
         status=ActivityLog.Status.STARTED,
         started_at__lte=now - MINUTE - ROLL_UP_GRACE,
     )
-    entries = list(due.only("integration_id", "started_at"))
-    for entry in entries:
+    filled = 0
+    for entry in due.only("integration_id", "started_at"):
+        if _still_queued(entry) and entry.started_at > now - QUEUE_PATIENCE:
+            continue  # its counts would miss what the ingest workers have still to store
         _fill_minute_entry(entry)
-    return len(entries)
+        filled += 1
+    return filled
+
+
+def _still_queued(entry: ActivityLog) -> bool:
+    return _minute_deliveries(entry).filter(outcome=Outcome.QUEUED).exists()
+
+
+def _minute_deliveries(entry: ActivityLog) -> QuerySet[WebhookDelivery]:
+    minute = entry.started_at
+    return WebhookDelivery.objects.filter(
+        integration_id=entry.integration_id,
+        received_at__gte=minute,
+        received_at__lt=minute + MINUTE,
+    )
 
 
 def _fill_minute_entry(entry: ActivityLog) -> None:
     # The device of a delivery is in its body: not counted (devices_seen stays 0).
     minute = entry.started_at
-    deliveries = WebhookDelivery.objects.filter(
-        integration_id=entry.integration_id,
-        received_at__gte=minute,
-        received_at__lt=minute + MINUTE,
-    )
+    deliveries = _minute_deliveries(entry)
     counts = deliveries.aggregate(
         deliveries=Count("pk"),
         readings_fetched=Count("pk", filter=Q(outcome__in=(Outcome.PROCESSED, Outcome.DUPLICATE))),

@@ -11,7 +11,13 @@ more with it; the dispatcher fills in its counts from the minute's deliveries on
 entries an hour and bury the sync entries staff look for; every delivery is still kept, one by
 one, in `webhook_deliveries`.
 
+Queued (the integration's `webhookQueued`, the default): the delivery is stored `queued` in the
+request's one INSERT and answered 202; an ingest worker stores its reading (integrations.push.
+queue). Synchronous: stored, then processed before the answer, which carries the counts. What is
+plainly not a reading (refused above, or by the parser) is answered at once in both modes.
+
 What the sender gets back (every answer but HEAD's is JSON):
+  202 {"queued": id}                  queued for an ingest worker (queued mode)
   200 {"stored": n, "duplicates": m}  stored, or already stored (legacy non-stream events and
                                       paths not in mirroredPaths add "ignored": why, nothing
                                       stored); HEAD answers 200 for any token
@@ -37,6 +43,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
+import time
 from collections.abc import Iterable
 from datetime import datetime
 
@@ -51,7 +58,12 @@ from gsync.redaction import REDACTED, is_secret_name
 from integrations.golioth.webhook_payloads import UNSTORABLE_TEXT
 from integrations.models import DeviceIntegration, WebhookDelivery
 from integrations.push import auth_throttle
-from integrations.push.deliveries import DeliveryResult, conclude_delivery, process_delivery
+from integrations.push.deliveries import (
+    DeliveryResult,
+    conclude_delivery,
+    process_delivery,
+    read_delivery,
+)
 from integrations.push.minutes import forget_minute_entries, webhook_minute_entry
 
 logger = logging.getLogger(__name__)
@@ -103,27 +115,58 @@ def _receive(request: HttpRequest, token: str) -> HttpResponse:
             return _counted_not_logged(_error(404, "not found"))
         _count_rejection(request, integration, address)
         return _counted_not_logged(_error(401, "missing or wrong secret"))
-    limit = settings.GSYNC_WEBHOOK_MAX_BYTES
     try:
-        body, unreadable = read_body(request, limit=limit), ""
+        body, unreadable = read_body(request, limit=settings.GSYNC_WEBHOOK_MAX_BYTES), ""
     except UnreadableBody as exc:
         body, unreadable = None, str(exc)
-    delivery = store_delivery(
-        integration=integration, request=request, body=body or b"", received_at=now
-    )
+    delivery = new_delivery(integration=integration, request=request, body=body, received_at=now)
     # Added even for a refused body: the minute's entry counts every delivery.
     entry_id = webhook_minute_entry(integration, at=now)
-    if unstorable := _unstorable_header(request):
-        reason = f"header {unstorable[:60]} holds a NUL character or a lone surrogate"
-        conclude_delivery(delivery, DeliveryResult(Outcome.FAILED, reason=reason))
-        return _error(400, reason)
-    if body is None:
-        too_large = f"body is larger than the {limit}-byte limit (GSYNC_WEBHOOK_MAX_BYTES)"
-        reason = unreadable or f"{too_large}; not kept"
-        conclude_delivery(delivery, DeliveryResult(Outcome.FAILED, reason=reason))
-        return _error(400 if unreadable else 413, reason)
+    refusal = _refusal(request, body=body, unreadable=unreadable)
+    if integration.sync_settings.webhook_queued:
+        return _queue(delivery, refusal=refusal)
+    delivery.save()  # committed before any processing: nothing a failure does can lose it
+    if refusal:
+        conclude_delivery(delivery, refusal)
+        return _answer(refusal)
     result = process_delivery(delivery, integration=integration, activity_id=entry_id)
     return _answer(result)
+
+
+def _refusal(request: HttpRequest, *, body: bytes | None, unreadable: str) -> DeliveryResult | None:
+    """The failure of a request whose body is not kept or whose headers cannot be, or None."""
+    if unstorable := _unstorable_header(request):
+        reason = f"header {unstorable[:60]} holds a NUL character or a lone surrogate"
+        return DeliveryResult(Outcome.FAILED, reason=reason, failure="input")
+    if body is None:
+        limit = settings.GSYNC_WEBHOOK_MAX_BYTES
+        too_large = f"body is larger than the {limit}-byte limit (GSYNC_WEBHOOK_MAX_BYTES)"
+        if unreadable:
+            return DeliveryResult(Outcome.FAILED, reason=unreadable, failure="input")
+        return DeliveryResult(Outcome.FAILED, reason=f"{too_large}; not kept", failure="body-size")
+    return None
+
+
+def _queue(delivery: WebhookDelivery, *, refusal: DeliveryResult | None) -> HttpResponse:
+    """The queued answer: one INSERT, the reading left to an ingest worker (integrations.push.
+    queue). What is not a reading is told at once, as the synchronous path tells it; a body
+    the parser chokes on is queued all the same, for the worker to record why."""
+    verdict = refusal
+    if verdict is None:
+        try:
+            read = read_delivery(delivery, sync_settings=delivery.integration.sync_settings)
+        except Exception:
+            logger.exception("webhook: could not read a delivery; queued for the worker")
+        else:
+            verdict = read if isinstance(read, DeliveryResult) else None
+    if verdict is None:
+        delivery.outcome = Outcome.QUEUED
+        delivery.save()
+        return JsonResponse({"queued": delivery.pk}, status=202)
+    delivery.outcome, delivery.error = verdict.outcome, verdict.reason
+    delivery.processed_at, delivery.attempts = timezone.now(), 1
+    delivery.save()
+    return _answer(verdict)
 
 
 def _answer(result: DeliveryResult) -> HttpResponse:
@@ -139,7 +182,8 @@ def _answer(result: DeliveryResult) -> HttpResponse:
         return JsonResponse({**counts, "rejected": result.reason}, status=status)
     if result.failure == "internal":
         return _error(500, "internal error; the delivery is kept for re-processing")
-    return _error(415 if result.failure == "media-type" else 400, result.reason)
+    status = {"media-type": 415, "body-size": 413}.get(result.failure, 400)
+    return _error(status, result.reason)
 
 
 def _error(status: int, message: str) -> JsonResponse:
@@ -157,13 +201,33 @@ def _counted_not_logged(response: HttpResponse) -> HttpResponse:
 # --- authentication, body, storage ---------------------------------------------------------------
 
 
+# Per process: token -> (monotonic expiry, integration or None). The integration's webhook
+# settings (secrets, on/off, mirrored paths) are read once per GSYNC_WEBHOOK_CONFIG_SECONDS, not
+# once a request: a change in the admin applies within that time.
+_integrations: dict[str, tuple[float, DeviceIntegration | None]] = {}
+INTEGRATIONS_CACHED = 1000
+
+
 def _find_integration(token: str) -> DeviceIntegration | None:
     if not TOKEN_SHAPE.fullmatch(token):
         return None
+    ttl = settings.GSYNC_WEBHOOK_CONFIG_SECONDS
+    cached = _integrations.get(token)
+    if cached is not None and cached[0] > time.monotonic():
+        return cached[1]
     enabled = DeviceIntegration.objects.filter(webhook_token=token, webhook_enabled=True)
     # What a delivery needs; the sync state and the encrypted key stay in the database.
     needed = enabled.only("project_id", "settings", "webhook_token", "webhook_secrets")
-    return next(iter(needed[:1]), None)
+    integration = next(iter(needed[:1]), None)
+    if ttl > 0:
+        if len(_integrations) >= INTEGRATIONS_CACHED:
+            _integrations.clear()
+        _integrations[token] = (time.monotonic() + ttl, integration)
+    return integration
+
+
+def forget_integrations() -> None:
+    _integrations.clear()
 
 
 def _authenticated(request: HttpRequest, integration: DeviceIntegration) -> bool:
@@ -257,15 +321,20 @@ def _remote_addr(request: HttpRequest) -> str | None:
         return None
 
 
-def store_delivery(
-    *, integration: DeviceIntegration, request: HttpRequest, body: bytes, received_at: datetime
+def new_delivery(
+    *,
+    integration: DeviceIntegration,
+    request: HttpRequest,
+    body: bytes | None,
+    received_at: datetime,
 ) -> WebhookDelivery:
-    """Committed before any processing (autocommit), so nothing a failure does can lose it."""
-    return WebhookDelivery.objects.create(
+    """The request as a delivery row, not saved yet (secrets redacted; a body over the limit
+    is kept without it)."""
+    return WebhookDelivery(
         integration=integration,
         received_at=received_at,
         headers=redact_headers(request.headers.items()),
-        body=body,
+        body=body or b"",
         content_type=_storable(_content_type(request))[:200],
         remote_addr=_remote_addr(request),
     )

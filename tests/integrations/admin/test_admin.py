@@ -53,6 +53,7 @@ def form_data(**overrides) -> dict:
         "filter_enabled_only": "on",
         "filter_reported_within_hours": "48",
         "webhook_creates_devices": "on",
+        "webhook_queued": "on",
     }
     data.update(overrides)
     return {key: value for key, value in data.items() if value is not None}

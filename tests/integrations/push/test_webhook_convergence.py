@@ -28,7 +28,12 @@ AUTH = {"Authorization": SECRET}
 def pushed(golioth, golioth_integration) -> DeviceIntegration:
     golioth.add_device(id=DEVICE, name="Boiler room")
     golioth_integration.webhook_enabled = True
-    golioth_integration.settings = {**golioth_integration.settings, "settleSeconds": 0}
+    # The synchronous answer (its counts); the queued path converges in test_webhook_queue.py.
+    golioth_integration.settings = {
+        **golioth_integration.settings,
+        "settleSeconds": 0,
+        "webhookQueued": False,
+    }
     golioth_integration.add_webhook_secret(SECRET)
     golioth_integration.save()
     return golioth_integration
