@@ -65,7 +65,9 @@ def test_runsync_summary_is_an_aligned_table(seeded):
     )
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \.\. .* UTC", rows["window"])
     # One column of values: every row's value starts at the same place.
-    assert len({line.index(value) for line, value in zip(lines[1:], rows.values())}) == 1
+    assert (
+        len({line.index(value) for line, value in zip(lines[1:], rows.values(), strict=True)}) == 1
+    )
     assert "=" not in output and "\r" not in output  # no key=value line, no bar off a terminal
 
 
