@@ -8,7 +8,7 @@ from typing import Any
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 
@@ -18,6 +18,7 @@ from gsync.admin_display import (
     pretty_json,
 )
 from gsync.redaction import REDACTED, is_secret_name
+from integrations.admin.links import entry_link
 from integrations.golioth.payloads import PayloadError
 from integrations.golioth.webhook_payloads import decode_body
 from integrations.models import WebhookDelivery
@@ -93,7 +94,9 @@ class WebhookDeliveryAdmin(BigTableAdmin):
         result = reprocess_deliveries(deliveries)
         not_stored = result.failed + result.counts.get(WebhookDelivery.Outcome.REJECTED, 0)
         level = messages.WARNING if not_stored else messages.SUCCESS
-        self.message_user(request, result.describe(), level)
+        links = format_html_join(", ", "{}", ((entry_link(e),) for e in result.entries))
+        message = format_html("{} See {}.", result.describe(), links) if result.entries else None
+        self.message_user(request, message or result.describe(), level)
 
     def has_reprocess_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("integrations.reprocess_webhookdelivery")

@@ -47,6 +47,8 @@ NO_WINDOW = {"start": "", "end": "", "timezone": "UTC", "days": list(range(7))}
 # Fields that say where the API key goes: changing one needs the key again.
 KEY_DESTINATION = {"base_url": "API base URL", "project_id": "project"}
 _LIST_SEPARATORS = re.compile(r"[\s,]+")
+# A password box is never filled in again: after an error, the typed key is gone from the page.
+RE_ENTER_KEY = "Re-enter the API key: it is not shown again for safety."
 
 
 def field_for_path(path: str) -> str | None:
@@ -288,6 +290,19 @@ class IntegrationForm(SettingFields, forms.ModelForm):
         remove.choices = [(s["id"], _secret_label(s)) for s in secrets]
         if not secrets:
             self.fields["remove_webhook_secrets"].help_text = "No active secrets."
+
+    def full_clean(self) -> None:
+        super().full_clean()
+        self._ask_for_the_key_again()
+
+    def _ask_for_the_key_again(self) -> None:
+        """The form goes back with errors and an empty key box: say so on the box, or staff
+        save the next attempt without the key they typed and never notice (issue 12)."""
+        typed = self.is_bound and str(self.data.get(self.add_prefix("api_key"), "")).strip()
+        if typed and self.errors:
+            note = format_html("<strong>{}</strong>", RE_ENTER_KEY)
+            # The bound field copied the help text when cleaning made it: set both.
+            self.fields["api_key"].help_text = self["api_key"].help_text = note
 
     def clean_api_key(self) -> str:
         key = self.cleaned_data.get("api_key", "")

@@ -20,12 +20,13 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 from django.utils.timesince import timesince
 
 from integrations.admin.dashboard import DAY, SOURCES, integration_health
+from integrations.admin.links import entry_link, queued_entry_link
 from integrations.due import due
 from integrations.models import ActivityLog, DeviceIntegration
 from integrations.moments import parse_moment
@@ -44,6 +45,11 @@ HEALTH_COLOURS = {
     "warning": "#b26a00",
 }
 Status = DeviceIntegration.Status
+Kind = ActivityLog.ActivityType
+# The entries a queued run writes, which its message links to once they exist.
+SYNC_ENTRIES = (Kind.SYNC_IMPORT, Kind.SYNC_SKIPPED)
+BACKFILL_ENTRIES = (Kind.BACKFILL, Kind.SYNC_SKIPPED)
+RECONCILE_ENTRIES = (Kind.RECONCILE,)
 
 
 def _readings_since(since: Any, source: str) -> Coalesce:
@@ -149,11 +155,17 @@ class SchedulingAdminMixin(admin.ModelAdmin):
     @admin.action(description="Sync now", permissions=["run_sync"])
     def sync_now(self, request: HttpRequest, queryset: QuerySet[DeviceIntegration]) -> None:
         for integration in queryset:
+            queued_at = timezone.now()
             if enqueue_sync(integration, trigger=ActivityLog.Trigger.ADMIN):
+                link = queued_entry_link(integration, activity_types=SYNC_ENTRIES, since=queued_at)
                 self.message_user(
                     request,
-                    f"Sync of “{integration}” queued: a worker starts it at once (interval and "
-                    "time window ignored). Its activity log shows the result.",
+                    format_html(
+                        "Sync of “{}” queued: a worker starts it at once (interval and time "
+                        "window ignored). {}",
+                        integration,
+                        link,
+                    ),
                     messages.SUCCESS,
                 )
             else:
@@ -168,12 +180,19 @@ class SchedulingAdminMixin(admin.ModelAdmin):
         self, request: HttpRequest, queryset: QuerySet[DeviceIntegration]
     ) -> None:
         for integration in queryset:
+            queued_at = timezone.now()
             if enqueue_reconcile(integration, trigger=ActivityLog.Trigger.ADMIN):
+                link = queued_entry_link(
+                    integration, activity_types=RECONCILE_ENTRIES, since=queued_at
+                )
                 self.message_user(
                     request,
-                    f"Reconcile of “{integration}” queued: a worker compares Golioth's readings "
-                    "per device and hour with gsync's and re-reads what is missing. Its "
-                    "“reconcile” entry in the activity log shows the figures.",
+                    format_html(
+                        "Reconcile of “{}” queued: a worker compares Golioth's readings per "
+                        "device and hour with gsync's and re-reads what is missing. {}",
+                        integration,
+                        link,
+                    ),
                     messages.SUCCESS,
                 )
             else:
@@ -188,13 +207,18 @@ class SchedulingAdminMixin(admin.ModelAdmin):
         for integration in queryset:
             entry = test_connection(integration, trigger=ActivityLog.Trigger.ADMIN)
             if entry.status == ActivityLog.Status.SUCCESS:
-                self.message_user(request, f"“{integration}”: {entry.message}.", messages.SUCCESS)
-            else:
-                self.message_user(
-                    request,
-                    f"“{integration}”: connection test failed: {entry.error_message}",
-                    messages.ERROR,
+                message = format_html(
+                    "“{}”: {} ({}).", integration, entry.message, entry_link(entry)
                 )
+                self.message_user(request, message, messages.SUCCESS)
+            else:
+                message = format_html(
+                    "“{}”: connection test failed: {} ({}).",
+                    integration,
+                    entry.error_message,
+                    entry_link(entry),
+                )
+                self.message_user(request, message, messages.ERROR)
 
     @admin.action(description="Backfill…", permissions=["run_sync"])
     def backfill(
@@ -217,14 +241,14 @@ class SchedulingAdminMixin(admin.ModelAdmin):
     def _set_status(
         self, request: HttpRequest, queryset: QuerySet[DeviceIntegration], status: str, verb: str
     ) -> None:
-        changed = []
+        changed: list[tuple[str, SafeString]] = []
         for integration in queryset.exclude(status=status):
             fields: dict[str, Any] = {"status": status}
             if status == Status.ACTIVE:
                 # Resuming after "stopped after N failures" starts the count again.
                 fields["consecutive_failures"] = 0
             DeviceIntegration.objects.filter(pk=integration.pk).update(**fields)
-            ActivityLog.objects.log(
+            entry = ActivityLog.objects.log(
                 integration,
                 activity_type=ActivityLog.ActivityType.STATUS_CHANGED,
                 status=ActivityLog.Status.SUCCESS,
@@ -232,9 +256,10 @@ class SchedulingAdminMixin(admin.ModelAdmin):
                 message=f"{verb} by {request.user.get_username()} "
                 f"(was {integration.get_status_display().lower()}).",
             )
-            changed.append(integration.name)
+            changed.append((integration.name, entry_link(entry)))
         if changed:
-            self.message_user(request, f"{verb}: {', '.join(changed)}.", messages.SUCCESS)
+            names = format_html_join(", ", "{} ({})", changed)
+            self.message_user(request, format_html("{}: {}.", verb, names), messages.SUCCESS)
         else:
             self.message_user(request, f"Nothing to do: already {status}.", messages.INFO)
 
@@ -258,12 +283,21 @@ class SchedulingAdminMixin(admin.ModelAdmin):
         )
         if request.method == "POST" and form.is_valid():
             since, until = form.cleaned_data["since"], form.cleaned_data["until"]
+            queued_at = timezone.now()
             if enqueue_backfill(integration, since=since, until=until):
+                link = queued_entry_link(
+                    integration, activity_types=BACKFILL_ENTRIES, since=queued_at
+                )
                 self.message_user(
                     request,
-                    f"Backfill of “{integration}” from {since:%Y-%m-%d %H:%M} to "
-                    f"{until:%Y-%m-%d %H:%M} queued; it runs in a worker and leaves the live "
-                    "cursor where it is.",
+                    format_html(
+                        "Backfill of “{}” from {} to {} queued; it runs in a worker and leaves "
+                        "the live cursor where it is. {}",
+                        integration,
+                        f"{since:%Y-%m-%d %H:%M}",
+                        f"{until:%Y-%m-%d %H:%M}",
+                        link,
+                    ),
                     messages.SUCCESS,
                 )
                 return HttpResponseRedirect(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from integrations.golioth.payloads import StreamReading
 from integrations.models import ActivityLog
 
 Status = ActivityLog.Status
@@ -12,16 +13,38 @@ Status = ActivityLog.Status
 
 @dataclass(frozen=True)
 class SyncProgress:
-    """Where a run is, for a progress bar. `pages_total` is None while it is not known."""
+    """Where a run is, for a progress bar. `pages_total` is None while it is not known; the
+    `page_*` fields describe the page just read (for `-v 2`)."""
 
     pages_done: int
     pages_total: int | None
     readings: int
     elapsed: float
+    page_readings: int = 0
+    page_devices: tuple[str, ...] = ()
+    page_start: datetime | None = None
+    page_end: datetime | None = None
 
     @property
     def rate(self) -> float:
         return self.readings / self.elapsed if self.elapsed > 0 else 0.0
+
+
+def page_progress(
+    page: list[StreamReading], *, pages_done: int, readings: int, elapsed: float
+) -> SyncProgress:
+    """Progress after reading `page`: the run's totals and what the page held."""
+    times = [r.timestamp for r in page]
+    return SyncProgress(
+        pages_done,
+        None,
+        readings,
+        elapsed,
+        page_readings=len(page),
+        page_devices=tuple(sorted({r.device_external_id for r in page})),
+        page_start=min(times, default=None),
+        page_end=max(times, default=None),
+    )
 
 
 @dataclass
@@ -38,6 +61,7 @@ class SyncOutcome:
     rejected_reason: str = ""
     api_calls: int = 0
     retries: int = 0
+    pages: int = 0
     rereads: int = 0
     error: str = ""
     skip_reason: str | None = None
@@ -72,6 +96,7 @@ class ReconcileOutcome:
     duplicates: int = 0
     surplus_buckets: int = 0
     surplus_readings: int = 0
+    pages: int = 0  # stream pages re-read by the repair
     api_calls: int = 0
     retries: int = 0
     fallback: str = ""

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -53,7 +53,7 @@ from integrations.pull.completeness import (
 from integrations.pull.connection import EXPECTED_ERRORS, describe_error, make_client
 from integrations.pull.device_sync import DeviceScope, ensure_devices
 from integrations.pull.lease import Claim, Lease
-from integrations.pull.outcomes import ReconcileOutcome
+from integrations.pull.outcomes import ReconcileOutcome, SyncProgress, page_progress
 from integrations.pull.windows import reconcile_window
 from integrations.sync_settings import SettingsError, SyncSettings
 from telemetry.ingest import IngestResult, Reading, ingest_readings
@@ -86,6 +86,8 @@ class _Run:
     scope: DeviceScope
     dry_run: bool
     claim: Claim | None = None  # None in a dry run
+    progress: Callable[[SyncProgress], None] | None = None
+    pages: int = 0
     started: float = field(default_factory=time.monotonic)
 
 
@@ -97,11 +99,13 @@ def reconcile_integration(
     until: datetime | None = None,
     dry_run: bool = False,
     now: datetime | None = None,
+    progress: Callable[[SyncProgress], None] | None = None,
 ) -> ReconcileOutcome:
     """One reconcile of one integration over its lookback (or [since, until)); never raises
     for Golioth or data problems (see the outcome), only ValueError for an empty window.
 
-    `dry_run` compares and reports what it would repair, writing nothing.
+    `dry_run` compares and reports what it would repair, writing nothing. `progress` hears of
+    every page re-read (`manage.py reconcile` draws its bar from it).
     """
     if isinstance(integration, DeviceIntegration):
         integration.refresh_from_db()
@@ -123,6 +127,7 @@ def reconcile_integration(
         ),
         scope=_scope(integration, sync_settings, now=now),
         dry_run=dry_run,
+        progress=progress,
     )
     if not dry_run and not _begin(run, trigger=trigger):
         return _skip(integration, "a sync or reconcile is already running", trigger=trigger)
@@ -256,6 +261,7 @@ def _hour_pages(
 def _ingest(run: _Run, readings: list[StreamReading]) -> None:
     outcome = run.outcome
     outcome.fetched += len(readings)
+    _report(run, readings)
     if not readings:
         return
     scope = run.scope
@@ -277,6 +283,17 @@ def _ingest(run: _Run, readings: list[StreamReading]) -> None:
     outcome.recovered += result.inserted + result.corrected
     outcome.duplicates += result.duplicates
     _renew(run)
+
+
+def _report(run: _Run, readings: list[StreamReading]) -> None:
+    run.pages = run.outcome.pages = run.pages + 1
+    if run.progress is not None:
+        elapsed = time.monotonic() - run.started
+        run.progress(
+            page_progress(
+                readings, pages_done=run.pages, readings=run.outcome.fetched, elapsed=elapsed
+            )
+        )
 
 
 def _fallback(run: _Run, client: GoliothClient, *, reason: str) -> None:

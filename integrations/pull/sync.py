@@ -34,7 +34,7 @@ from integrations.pull.device_sync import (
     refresh_devices,
 )
 from integrations.pull.lease import Claim, Lease
-from integrations.pull.outcomes import SyncOutcome, SyncProgress
+from integrations.pull.outcomes import SyncOutcome, SyncProgress, page_progress
 from integrations.pull.windows import pull_window
 from integrations.sync_settings import SettingsError, SyncSettings
 from telemetry.ingest import (
@@ -261,6 +261,7 @@ def _reading_pages(
     """Each page as Readings of the run's devices; between pages, renew the lease and report."""
     for page in pages:
         run.outcome.fetched += len(page)
+        page_read = page
         if scope.restricted:
             page = [r for r in page if r.device_external_id in scope.devices]
         elif not run.dry_run:
@@ -274,9 +275,14 @@ def _reading_pages(
         ]
         _renew(run)
         run.pages += 1
+        run.outcome.pages = run.pages
         if run.progress:
             elapsed = time.monotonic() - run.started
-            run.progress(SyncProgress(run.pages, None, run.outcome.fetched, elapsed))
+            run.progress(
+                page_progress(
+                    page_read, pages_done=run.pages, readings=run.outcome.fetched, elapsed=elapsed
+                )
+            )
 
 
 def _count_calls(run: _Run, client: GoliothClient | None) -> None:

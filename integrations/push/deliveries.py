@@ -60,6 +60,8 @@ class ReprocessResult:
     stored: int = 0
     duplicates: int = 0
     skipped: int = 0
+    # The `webhook_reprocessed` entries written, one per integration, for the admin to link to.
+    entries: list[ActivityLog] = field(default_factory=list)
 
     def add(self, result: DeliveryResult) -> None:
         self.counts[result.outcome] = self.counts.get(result.outcome, 0) + 1
@@ -316,6 +318,7 @@ def reprocess_deliveries(
     finally:
         for entry, own in entries.values():
             _finish_reprocess_entry(entry, own)
+            result.entries.append(entry)
     return result
 
 

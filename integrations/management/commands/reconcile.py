@@ -12,6 +12,7 @@ from integrations.management.commands.runsync import (
     select_integrations,
     warn_past_retention,
 )
+from integrations.management.terminal import entry_row, moment, progress_reporter, table
 from integrations.models import ActivityLog, DeviceIntegration
 from integrations.pull.outcomes import ReconcileOutcome
 from integrations.pull.reconcile import reconcile_integration
@@ -21,7 +22,8 @@ class Command(BaseCommand):
     help = (
         "Compare Golioth's readings per device per hour with gsync's over each named "
         "integration's lookback (or --since/--until), re-read what is missing, report surplus. "
-        "--dry-run compares without writing. Exits non-zero when a run failed."
+        "--dry-run compares without writing. On a terminal a progress bar runs; -v 2 prints "
+        "every page re-read, -v 0 one line per integration. Exits non-zero when a run failed."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -40,17 +42,24 @@ class Command(BaseCommand):
         integrations = select_integrations(options["names"], every=options["all"])
         failed = 0
         for integration in integrations:
+            reporter = progress_reporter(
+                self.stdout, name=integration.name, verbosity=options["verbosity"]
+            )
             try:
-                outcome = reconcile_integration(
-                    integration,
-                    trigger=ActivityLog.Trigger.MANUAL,
-                    since=since,
-                    until=until,
-                    dry_run=options["dry_run"],
-                )
+                with reporter as progress:
+                    outcome = reconcile_integration(
+                        integration,
+                        trigger=ActivityLog.Trigger.MANUAL,
+                        since=since,
+                        until=until,
+                        dry_run=options["dry_run"],
+                        progress=progress,
+                    )
             except ValueError as exc:  # an empty window
                 raise CommandError(f"{integration.name}: {exc}") from None
-            self.stdout.write(summary_line(integration, outcome))
+            verbose = options["verbosity"] >= 1 and not outcome.skip_reason
+            summary = summary_table if verbose else summary_line
+            self.stdout.write(summary(integration, outcome))
             failed += outcome.failed
         if failed:
             raise CommandError(f"{failed} of {len(integrations)} reconciles failed", returncode=1)
@@ -68,6 +77,38 @@ def summary_line(integration: DeviceIntegration, o: ReconcileOutcome) -> str:
     if o.error:
         line += f" error: {o.error}"
     return line
+
+
+def summary_table(integration: DeviceIntegration, o: ReconcileOutcome) -> str:
+    """The reconcile as a few aligned rows (see integrations.management.terminal)."""
+    checked = (
+        f"{o.buckets_checked:,} device-hours: {o.buckets_missing:,} missing readings "
+        f"({o.readings_missing:,}), {o.buckets_consistent:,} consistent, "
+        f"{o.surplus_buckets:,} with surplus ({o.surplus_readings:,})"
+    )
+    rows = [
+        ("window", f"{moment(o.window_start)} .. {moment(o.window_end)} UTC"),
+        ("checked", f"count query refused, re-read: {o.fallback}" if o.fallback else checked),
+        ("pages / calls", f"{o.pages:,} pages, {o.api_calls:,} API calls ({o.retries} retries)"),
+        (
+            "readings",
+            f"{o.fetched:,} fetched, {o.recovered:,} recovered, {o.duplicates:,} duplicate",
+        ),
+        ("devices", f"{o.devices:,}"),
+        ("duration", f"{o.duration:.1f} s"),
+        (
+            "verified",
+            f"complete through {moment(o.verified_through)} UTC"
+            if o.verified_through
+            else "not moved",
+        ),
+        ("activity entry", entry_row(o.activity)),
+    ]
+    if o.dry_run:
+        rows.append(("dry run", "nothing written"))
+    if o.error:
+        rows.append(("error", o.error))
+    return table(f"{integration.name}: {o.status}", rows)
 
 
 def _iso(moment: datetime | None) -> str:

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import sys
 from datetime import UTC, datetime
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
-from tqdm import tqdm
 
 from integrations import moments
+from integrations.management.terminal import entry_row, moment, progress_reporter, table
 from integrations.models import ActivityLog, DeviceIntegration
-from integrations.pull.outcomes import SyncOutcome, SyncProgress
+from integrations.pull.outcomes import SyncOutcome
 from integrations.pull.retention import reaches_past_retention
 from integrations.pull.sync import sync_integration
 
@@ -75,7 +74,8 @@ class Command(BaseCommand):
     help = (
         "Pull Golioth data for the named integrations (or --all) now: the same run as the "
         "schedule's. --since/--until backfill without moving the live cursor; --dry-run fetches "
-        "and counts without writing. Exits non-zero when a run failed."
+        "and counts without writing. On a terminal a progress bar runs; -v 2 prints every page, "
+        "-v 0 one key=value line per integration. Exits non-zero when a run failed."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -107,7 +107,9 @@ class Command(BaseCommand):
         failed = 0
         for integration in integrations:
             outcome = self._run(integration, since=since, until=until, options=options)
-            self.stdout.write(summary_line(integration, outcome))
+            verbose = options["verbosity"] >= 1 and not outcome.skip_reason
+            summary = summary_table if verbose else summary_line
+            self.stdout.write(summary(integration, outcome))
             failed += outcome.failed
         if failed:
             raise CommandError(f"{failed} of {len(integrations)} sync runs failed", returncode=1)
@@ -120,19 +122,10 @@ class Command(BaseCommand):
         until: datetime | None,
         options: dict[str, Any],
     ) -> SyncOutcome:
-        with tqdm(
-            desc=integration.name,
-            unit=" pages",
-            file=sys.stderr,
-            leave=False,
-            disable=not self.stdout.isatty(),
-        ) as bar:
-
-            def progress(p: SyncProgress) -> None:
-                bar.total = p.pages_total
-                bar.update(p.pages_done - bar.n)
-                bar.set_postfix(readings=p.readings, rate=f"{p.rate:,.0f}/s", refresh=False)
-
+        reporter = progress_reporter(
+            self.stdout, name=integration.name, verbosity=options["verbosity"]
+        )
+        with reporter as progress:
             try:
                 return sync_integration(
                     integration,
@@ -164,6 +157,27 @@ def summary_line(integration: DeviceIntegration, o: SyncOutcome) -> str:
     if o.error:
         line += f" error: {o.error}"
     return line
+
+
+def summary_table(integration: DeviceIntegration, o: SyncOutcome) -> str:
+    """The run as a few aligned rows (see integrations.management.terminal)."""
+    rows = [
+        ("window", f"{moment(o.window_start)} .. {moment(o.window_end)} UTC"),
+        ("pages / calls", f"{o.pages:,} pages, {o.api_calls:,} API calls ({o.retries} retries)"),
+        (
+            "readings",
+            f"{o.fetched:,} fetched, {o.inserted:,} inserted, {o.duplicates:,} duplicate",
+        ),
+        ("devices", f"{o.devices:,}"),
+        ("duration", f"{o.duration:.1f} s"),
+        ("cursor", f"moved to {moment(o.window_end)} UTC" if o.cursor_moved else "unchanged"),
+        ("activity entry", entry_row(o.activity)),
+    ]
+    if o.dry_run:
+        rows.append(("dry run", "nothing written; inserted = readings not stored yet"))
+    if o.error:
+        rows.append(("error", o.error))
+    return table(f"{integration.name}: {o.status}", rows)
 
 
 def _iso(moment: datetime | None) -> str:

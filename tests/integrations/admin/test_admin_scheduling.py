@@ -201,11 +201,11 @@ def test_backfill_form_says_when_a_run_is_in_flight(admin_client, integration):
 def test_pause_and_resume(admin_client, make_integration):
     integration = make_integration(consecutive_failures=5, status="error")
     html = page(act(admin_client, "pause", integration))
-    assert "Paused: fleet." in html
+    assert "Paused: fleet (<a href=" in html
     integration.refresh_from_db()
     assert integration.status == "paused"
     html = page(act(admin_client, "resume", integration))
-    assert "Resumed: fleet." in html
+    assert "Resumed: fleet (<a href=" in html
     integration.refresh_from_db()
     assert (integration.status, integration.consecutive_failures) == ("active", 0)
     messages = ActivityLog.objects.filter(activity_type="status_changed").order_by("id")

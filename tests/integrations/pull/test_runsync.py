@@ -36,12 +36,14 @@ def seeded(golioth, golioth_integration, now):
 
 
 def runsync(*args: str) -> str:
+    """The output at `-v 0`: one key=value line per integration, as scripts read it (the
+    default table and the progress bar: test_runsync_terminal.py)."""
     out = StringIO()
-    call_command("runsync", *args, stdout=out)
+    call_command("runsync", *args, stdout=out, verbosity=0)
     return out.getvalue()
 
 
-def test_runsync_syncs_and_prints_a_summary_line(seeded):
+def test_runsync_syncs_and_prints_a_summary_line_at_verbosity_0(seeded):
     output = runsync("sim-fleet")
 
     assert output.startswith(
@@ -200,7 +202,7 @@ def test_runsync_all_runs_every_integration_and_fails_if_one_fails(seeded, make_
     out = StringIO()
 
     with pytest.raises(CommandError, match="1 of 2 sync runs failed"):
-        call_command("runsync", "--all", stdout=out)
+        call_command("runsync", "--all", stdout=out, verbosity=0)
 
     lines = out.getvalue().splitlines()
     assert [line.split(":")[0] for line in lines] == [broken.name, seeded.name]
