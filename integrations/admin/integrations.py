@@ -23,7 +23,9 @@ from django.utils.safestring import SafeString
 from gsync.admin_display import (
     pretty_json,
 )
+from integrations.admin.badges import truncated
 from integrations.admin.forms import IntegrationForm
+from integrations.admin.panel import control_panel
 from integrations.admin.scheduling import ACTIONS, HEALTH_COLUMNS, SchedulingAdminMixin
 from integrations.due import due
 from integrations.models import ActivityLog, DeviceIntegration
@@ -142,16 +144,17 @@ class DeviceIntegrationAdmin(SchedulingAdminMixin):
             return False
         return super().lookup_allowed(lookup, value, request)
 
+    # Fits 1280 px (issue 12): status, syncEnabled and interval share one column, the project
+    # sits under the name, long texts are cut with the whole text on hover.
     list_display = [
-        "name",
-        "status",
-        "project_id",
-        "sync_enabled",
-        "sync_interval",
+        "name_and_project",
+        "schedule",
         *HEALTH_COLUMNS,
         "verified_through_list",
         "webhook_enabled",
     ]
+    list_display_links = ["name_and_project"]
+    change_form_template = "admin/integrations/deviceintegration/change_form.html"
     list_filter = ["status", "webhook_enabled"]
     search_fields = ["name", "project_id"]
     # A plain list: other modules append their actions (Sync now, Test connection, ...).
@@ -220,7 +223,31 @@ class DeviceIntegrationAdmin(SchedulingAdminMixin):
         if request.method == "GET" and integration is not None:
             for warning in retention_warnings(integration, now=timezone.now()):
                 self.message_user(request, warning, messages.WARNING)
+        if integration is not None:
+            extra_context = {
+                **(extra_context or {}),
+                "gsync_panel": control_panel(integration, now=timezone.now()),
+                "gsync_buttons": self.panel_buttons(request, integration),
+                "gsync_act_url": reverse(
+                    "admin:integrations_deviceintegration_act", args=[integration.pk]
+                ),
+            }
         return super().change_view(request, object_id, form_url, extra_context)
+
+    @admin.display(description="Name", ordering="name")
+    def name_and_project(self, obj: DeviceIntegration) -> SafeString:
+        return format_html(
+            '{}<div class="help">{}</div>', obj.name, truncated(obj.project_id, chars=28)
+        )
+
+    @admin.display(description="Schedule", ordering="status")
+    def schedule(self, obj: DeviceIntegration) -> str:
+        settings = _sync_settings(obj)
+        if settings is None:
+            return f"{obj.get_status_display()}, invalid settings"
+        if not settings.sync_enabled:
+            return f"{obj.get_status_display()}, sync off"
+        return f"{obj.get_status_display()}, every {self.sync_interval(obj)}"
 
     @admin.display(boolean=True, description="Sync enabled")
     def sync_enabled(self, obj: DeviceIntegration) -> bool | None:

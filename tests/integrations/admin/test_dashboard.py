@@ -5,14 +5,19 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.contrib.auth.models import User
 
+from django.utils import timezone
+
+from integrations.admin.charts import Column, Series, stacked_bars
 from integrations.admin.dashboard import (
+    RANGES,
     HealthState,
     integration_health,
     readings_chart,
-    readings_per_hour,
     run_stats,
 )
+from integrations.admin.history import Buckets, readings_by_time
 from integrations.models import ActivityLog
+from telemetry.models import TelemetryRecord
 
 Activity = ActivityLog.ActivityType
 NOW = datetime(2026, 3, 3, 12, 30, tzinfo=UTC)  # a Tuesday
@@ -49,29 +54,53 @@ def test_run_stats_empty_has_no_rate():
     assert (stats.runs, stats.success_rate, stats.avg_ms, stats.p95_ms) == (0, None, None, None)
 
 
+def reading(device, at, *, n=0, received=None):
+    return TelemetryRecord.objects.create(
+        device=device,
+        integration=device.integration,
+        telemetry={"n": n},
+        device_timestamp=at,
+        received_at=received or timezone.now(),
+        source="sync",
+        dedup_key=__import__("uuid").uuid4(),
+    )
+
+
 @pytest.mark.django_db
-def test_readings_per_hour_by_source(integration):
-    log(integration, Activity.WEBHOOK_RECEIVED, at=NOW - timedelta(minutes=10), inserted=7)
-    log(integration, Activity.SYNC_IMPORT, at=NOW - timedelta(minutes=20), inserted=5)
-    log(integration, Activity.SYNC_IMPORT, at=NOW - timedelta(hours=2), inserted=3)
-    log(integration, Activity.BACKFILL, at=NOW - timedelta(hours=2), inserted=100)
-    log(integration, Activity.SYNC_IMPORT, at=NOW - timedelta(hours=30), inserted=1000)
-    hours = readings_per_hour(now=NOW)
-    assert len(hours) == 24
-    assert hours[-1].start == datetime(2026, 3, 3, 12, tzinfo=UTC)
-    assert hours[-1].counts == {"push": 7, "pull": 5, "backfill": 0}
-    assert hours[-3].counts == {"push": 0, "pull": 3, "backfill": 100}
-    assert sum(h.total for h in hours) == 115
+def test_readings_by_time_count_the_reading_time_not_the_stored_time(integration, make_device):
+    """Issue 12: 6 hours of history pulled at once sat in one bar of "stored" time."""
+    device = make_device(integration)
+    reading(device, NOW - timedelta(hours=5, minutes=10), received=NOW)  # stored now, timed 5 h ago
+    reading(device, NOW - timedelta(minutes=5), n=1)
+    reading(device, NOW - timedelta(minutes=20), n=2)
+    reading(device, NOW - timedelta(hours=30), n=3)  # outside 24 h
+    buckets = Buckets(size=timedelta(hours=1), count=24, now=NOW)
+    counts = readings_by_time(buckets)
+    assert counts == {
+        (integration.pk, datetime(2026, 3, 3, 7, tzinfo=UTC)): 1,
+        (integration.pk, datetime(2026, 3, 3, 12, tzinfo=UTC)): 2,
+    }
 
 
-def test_readings_chart_scales_stacked_bars():
-    from integrations.admin.dashboard import HourCounts
+@pytest.mark.django_db
+def test_readings_chart_stacks_integrations(make_integration, make_device):
+    one, two = make_integration("one"), make_integration("two")
+    reading(make_device(one), NOW - timedelta(hours=5))
+    device = make_device(two, "t1")
+    for n in range(3):
+        reading(device, NOW - timedelta(hours=5), n=n)
+    chart = readings_chart(now=NOW, chosen=RANGES["24h"], integrations=[one, two])
+    assert [label for _, label in chart.legend] == ["one", "two"]
+    assert sorted(bar.title for bar in chart.bars) == ["07:00: 1 one", "07:00: 3 two"]
+    assert chart.summary == "4 readings timed in the last 24 h"
 
-    hours = [
-        HourCounts(NOW, {"push": 30, "pull": 10, "backfill": 0}),
-        HourCounts(NOW + timedelta(hours=1), {"push": 0, "pull": 0, "backfill": 0}),
-    ]
-    chart = readings_chart(hours, width=200, height=124)
+
+def test_stacked_bars_scale_and_stack():
+    columns = [Column(NOW, {"a": 30, "b": 10}), Column(NOW + timedelta(hours=1), {})]
+    series = [Series("a", "push", "#111"), Series("b", "pull", "#222")]
+    chart = stacked_bars(
+        columns, series, summary="", label=lambda t: f"{t:%H}", width=200, height=124
+    )
     plot = chart.plot_bottom - chart.plot_top  # 90 px for a scale of 40 (4 steps of 10)
     push, pull = chart.bars
     assert (push.height, pull.height) == (
@@ -134,7 +163,7 @@ def test_admin_index_shows_dashboard(admin_client, integration):
     html = response.content.decode()
     assert "gsync at a glance" in html
     assert "Runs, last 24 h" in html and "p95 duration" in html
-    assert "<svg" in html and "42 readings stored in the last 24 hours" in html
+    assert "<svg" in html
     assert "2.0 s" in html  # average and p95 of the one run
     assert "cdn" not in html.lower() and '<script src="http' not in html  # works offline
 
