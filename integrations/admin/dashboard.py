@@ -21,7 +21,6 @@ from django.utils.timesince import timesince
 from integrations.admin.charts import Chart, Column, Series, stacked_bars
 from integrations.admin.history import Buckets, readings_by_time
 from integrations.admin.lag import Lag, annotate_lag, lag_of
-
 from integrations.due import Due, Hold, due
 from integrations.models import ActivityLog, DeviceIntegration, Heartbeat
 from integrations.pull.completeness import verification_warning
@@ -200,15 +199,11 @@ DEFAULT_RANGE = "24h"
 PALETTE = ["#417690", "#e0b84f", "#79aec8", "#8e5ea2", "#3cba9f", "#c45850", "#5f7d28", "#d17b0f"]
 
 
-def readings_chart(
-    *, now: datetime, chosen: Range, integrations: list[DeviceIntegration]
-) -> Chart:
+def readings_chart(*, now: datetime, chosen: Range, integrations: list[DeviceIntegration]) -> Chart:
     """Readings per bucket by reading time, stacked by integration."""
     buckets = Buckets(size=chosen.bucket, count=chosen.buckets, now=now)
     counts = readings_by_time(buckets)
-    series = [
-        Series(i.pk, i.name, PALETTE[n % len(PALETTE)]) for n, i in enumerate(integrations)
-    ]
+    series = [Series(i.pk, i.name, PALETTE[n % len(PALETTE)]) for n, i in enumerate(integrations)]
     columns = [
         Column(start, {s.key: counts.get((int(s.key), start), 0) for s in series})
         for start in buckets.starts

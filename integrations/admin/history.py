@@ -37,14 +37,13 @@ class EpochBucket(Func):
         # julianday, not strftime('%s'): the backend reads a literal %s as a placeholder. The
         # milliseconds are rounded first, so a reading on a bucket's edge is not a float's
         # hair below it.
-        milliseconds = f"CAST(ROUND((julianday(%(expressions)s) - 2440587.5) * 86400000) AS INTEGER)"
+        milliseconds = "CAST(ROUND((julianday(%(expressions)s) - 2440587.5) * 86400000) AS INTEGER)"
         template = f"({milliseconds} / {self.seconds * 1000}) * {self.seconds}"
         return self.as_sql(compiler, connection, template=template, **extra)
 
     def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> Any:
-        template = (
-            f"(FLOOR(EXTRACT(EPOCH FROM %(expressions)s) / {self.seconds}) * {self.seconds})::bigint"
-        )
+        epoch = "EXTRACT(EPOCH FROM %(expressions)s)"
+        template = f"(FLOOR({epoch} / {self.seconds}) * {self.seconds})::bigint"
         return self.as_sql(compiler, connection, template=template, **extra)
 
 

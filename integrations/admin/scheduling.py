@@ -268,15 +268,14 @@ class SchedulingAdminMixin(admin.ModelAdmin):
     def panel_buttons(self, request: HttpRequest, obj: DeviceIntegration) -> list[tuple[str, str]]:
         """(action, label) of the buttons the user may press on `obj`'s page: the changelist's
         actions they hold the permission for, Pause or Resume as the status says."""
-        allowed = self.get_actions(request)
         hidden = {"pause"} if obj.status == Status.PAUSED else {"resume"}
         if obj.status == Status.ERROR:
             hidden = set()
-        return [
-            (name, str(allowed[name][2]))
-            for name in ACTIONS
-            if name in allowed and name not in hidden
-        ]
+        buttons = []
+        for name, action in self.get_actions(request).items():
+            if name in ACTIONS and name not in hidden and action is not None:
+                buttons.append((name, str(action[2])))
+        return sorted(buttons, key=lambda button: ACTIONS.index(button[0]))
 
     def panel_action_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
         """POST `action=<name>`: the changelist's action on this one integration, then back to
@@ -286,15 +285,15 @@ class SchedulingAdminMixin(admin.ModelAdmin):
         integration = get_object_or_404(DeviceIntegration, pk=object_id)
         page = reverse("admin:integrations_deviceintegration_change", args=[integration.pk])
         name = request.POST.get("action", "")
-        allowed = self.get_actions(request)
-        if name not in ACTIONS or name not in allowed:
+        action = self.get_actions(request).get(name) if name in ACTIONS else None
+        if action is None:
             self.message_user(
                 request, f"No action “{name[:40]}” you may run on this page.", messages.ERROR
             )
             return HttpResponseRedirect(page)
-        action = allowed[name][0]
-        response = action(self, request, DeviceIntegration.objects.filter(pk=integration.pk))
-        return response or HttpResponseRedirect(page)
+        run = action[0]
+        response = run(self, request, DeviceIntegration.objects.filter(pk=integration.pk))
+        return response if isinstance(response, HttpResponse) else HttpResponseRedirect(page)
 
     def backfill_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
         if not self.has_run_sync_permission(request):

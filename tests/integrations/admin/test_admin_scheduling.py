@@ -244,7 +244,7 @@ def test_changelist_shows_health_runs_readings_and_errors(admin_client, make_int
     assert "minute ago (success)" in html
     assert "Last run 1 minute ago" not in html.split('title="')[0]
     for state, colour in (("ok", "#2e7d32"), ("failing", "#c62828"), ("paused", "#616161")):
-        assert re.search(f'background: {colour};[^>]*>{state}</span>', html)
+        assert re.search(f"background: {colour};[^>]*>{state}</span>", html)
 
 
 @pytest.mark.django_db

@@ -4,7 +4,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.contrib.auth.models import User
-
 from django.utils import timezone
 
 from integrations.admin.charts import Column, Series, stacked_bars
@@ -175,3 +174,65 @@ def test_admin_index_hides_dashboard_without_permission(client):
     response = client.get("/admin/")
     assert response.status_code == 200
     assert "gsync at a glance" not in response.content.decode()
+
+
+@pytest.mark.django_db
+def test_admin_index_counts_readings_by_reading_time(admin_client, integration, make_device):
+    now = timezone.now()
+    reading(make_device(integration), now - timedelta(hours=5), received=now)
+    html = admin_client.get("/admin/").content.decode()
+    assert "Readings by reading time, last 24 h" in html
+    hour = timezone.localtime(now - timedelta(hours=5)).replace(minute=0)
+    assert f"<title>{hour:%H}:00: 1 fleet</title>" in html
+    assert "1 readings timed in the last 24 h" in html
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("range_key", "heading", "expected"), [("6h", "6 h", 2), ("24h", "24 h", 3), ("7d", "7 d", 4)]
+)
+def test_admin_index_range_switch(admin_client, integration, make_device, range_key, heading,
+                                  expected):  # fmt: skip
+    device = make_device(integration)
+    now = timezone.now()
+    for age in (timedelta(minutes=1), timedelta(hours=3), timedelta(hours=20), timedelta(days=5)):
+        reading(device, now - age, n=int(age.total_seconds()))
+    html = admin_client.get(f"/admin/?range={range_key}").content.decode()
+    assert f"Readings by reading time, last {heading}" in html
+    others = [key for key in RANGES if key != range_key]
+    for key in others:
+        assert f'href="?range={key}"' in html
+    assert f'href="?range={range_key}"' not in html
+    assert f"{expected} readings timed in the last {heading}" in html
+
+
+@pytest.mark.django_db
+def test_admin_index_says_when_the_range_is_unknown(admin_client, integration):
+    html = admin_client.get("/admin/?range=3y").content.decode()
+    assert "Unknown range “3y”: showing 24 h. Choose one of 6h, 24h, 7d." in html
+    assert "Readings by reading time, last 24 h" in html
+
+
+@pytest.mark.django_db
+def test_admin_index_names_and_links_failing_integrations(admin_client, make_integration):
+    make_integration("healthy", last_sync_at=timezone.now())
+    broken = make_integration(
+        "broken", last_sync_status="failed", consecutive_failures=3, sync_error="401: bad key"
+    )
+    html = admin_client.get("/admin/").content.decode()
+    attention = html[html.index('class="gsync-attention"') :]
+    attention = attention[: attention.index("</ul>")]
+    link = f'<a href="/admin/integrations/deviceintegration/{broken.pk}/change/">broken</a>'
+    assert link in attention
+    assert "3 failed runs in a row: 401: bad key" in attention
+    assert "healthy" not in attention
+
+
+@pytest.mark.django_db
+def test_admin_index_shows_lag_per_integration_and_refreshes(admin_client, make_integration):
+    make_integration("late-one", sync_cursor=timezone.now() - timedelta(hours=2))
+    html = admin_client.get("/admin/").content.decode()
+    table = html[html.index('class="gsync-lag"') :]
+    table = table[: table.index("</table>")]
+    assert "late-one" in table and "2 h (behind)" in table and "0 silent &gt; 60 min" in table
+    assert '<meta http-equiv="refresh" content="60">' in html
