@@ -115,8 +115,11 @@ class Lag:
 
     @property
     def silent_text(self) -> str:
-        minutes = int(self.offline_after.total_seconds() // 60)
-        return f"{self.silent_devices:,} silent > {short_age(timedelta(minutes=minutes))}"
+        return f"{self.silent_devices:,} silent > {short_age(self.offline_after)}"
+
+    @property
+    def silent_short(self) -> str:
+        return f"{self.silent_devices:,} silent"
 
 
 def lag_of(integration: DeviceIntegration, *, now: datetime) -> Lag:
@@ -158,13 +161,15 @@ def judge_age(
 
 
 def short_age(age: timedelta) -> str:
+    """Compact, for a badge: 45 s, 7 min, 3.1 h, 14 h, 3.1 d."""
     seconds = int(age.total_seconds())
     if seconds < 90:
         return f"{seconds} s"
-    minutes = seconds // 60
-    if minutes < 90:
-        return f"{minutes} min"
-    hours = minutes // 60
+    if seconds < 90 * 60:
+        return f"{seconds // 60} min"
+    hours = seconds / 3600
+    if hours < 10:
+        return f"{hours:.1f}".removesuffix(".0") + " h"
     if hours < 48:
-        return f"{hours} h {minutes % 60} min" if minutes % 60 else f"{hours} h"
-    return f"{hours // 24} d {hours % 24} h" if hours % 24 else f"{hours // 24} d"
+        return f"{hours:.0f} h"
+    return f"{hours / 24:.1f}".removesuffix(".0") + " d"

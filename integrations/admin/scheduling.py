@@ -34,7 +34,7 @@ from integrations.moments import parse_moment
 from integrations.pull.connection import test_connection
 from integrations.scheduling import enqueue_backfill, enqueue_reconcile, enqueue_sync
 
-HEALTH_COLUMNS = ["health", "last_run", "next_due_list", "lag", "readings_24h", "last_error"]
+HEALTH_COLUMNS = ["health", "runs", "lag", "readings_24h", "last_error"]
 ACTIONS = ["sync_now", "verify_completeness", "test_connection", "backfill", "pause", "resume"]
 Status = DeviceIntegration.Status
 
@@ -108,19 +108,26 @@ class SchedulingAdminMixin(admin.ModelAdmin):
         health = integration_health(obj, now=timezone.now())
         return badge(health.state, health.state, title=health.reason)
 
-    @admin.display(description="Last run", ordering="last_sync_at")
+    @admin.display(description="Last run / next", ordering="last_sync_at")
+    def runs(self, obj: DeviceIntegration) -> SafeString:
+        return format_html(
+            "{}<div>next: {}</div>",
+            self.last_run(obj),
+            truncated(self.next_due_list(obj), chars=30),
+        )
+
     def last_run(self, obj: DeviceIntegration) -> str:
         if obj.last_sync_at is None:
             return "never"
-        return f"{timesince(obj.last_sync_at)} ago ({obj.last_sync_status or '?'})"
+        return f"{timesince(obj.last_sync_at, depth=1)} ago ({obj.last_sync_status or '?'})"
 
-    @admin.display(description="Next run")
-    def next_due_list(self, obj: DeviceIntegration) -> SafeString:
-        return truncated(due(obj, now=timezone.now()).describe(), chars=36)
+    def next_due_list(self, obj: DeviceIntegration) -> str:
+        return due(obj, now=timezone.now()).describe()
 
-    @admin.display(description="Lag: cursor / newest")
+    @admin.display(description="Lag")
     def lag(self, obj: DeviceIntegration) -> SafeString:
         lag = lag_of(obj, now=timezone.now())
+        # Two badges: the pull cursor's age, then the newest reading's (each says so on hover).
         return format_html(
             "{}<br>{}",
             badge(lag.cursor.text, lag.cursor.state, title=lag.cursor.title),
@@ -134,12 +141,13 @@ class SchedulingAdminMixin(admin.ModelAdmin):
         lag = lag_of(obj, now=timezone.now())
         return format_html(
             '<span title="stored in the last 24 h">push {} / pull {}</span>'
-            '<div class="help" title="readings timed in the last hour, per minute; devices '
-            'not seen for longer than Offline after">{}, {}</div>',
+            '<div class="help" title="{} readings timed in the last hour; {}">{} · {}</div>',
             f"{push:,}",
             f"{pull:,}",
             lag.rate_text,
             lag.silent_text,
+            lag.rate_text,
+            lag.silent_short,
         )
 
     @admin.display(description="Last error")
@@ -147,7 +155,7 @@ class SchedulingAdminMixin(admin.ModelAdmin):
         error = obj.sync_error.strip()
         if not error:
             return "-"
-        return truncated(error.splitlines()[0], chars=48, title=error)
+        return truncated(error.splitlines()[0], chars=40, title=error)
 
     # --- actions ---------------------------------------------------------------------------------
 
