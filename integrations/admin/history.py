@@ -34,11 +34,15 @@ class EpochBucket(Func):
         super().__init__(expression, **extra)
 
     def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
-        # julianday, not strftime('%s'): the backend reads a literal %s as a placeholder. The
-        # milliseconds are rounded first, so a reading on a bucket's edge is not a float's
-        # hair below it.
-        milliseconds = "CAST(ROUND((julianday(%(expressions)s) - 2440587.5) * 86400000) AS INTEGER)"
-        template = f"({milliseconds} / {self.seconds * 1000}) * {self.seconds}"
+        # julianday, not strftime('%s'): the backend reads a literal %s as a placeholder. Only
+        # the whole seconds (the stored text's first 19 characters) go through the float, so
+        # rounding gives them exactly and a reading a microsecond before a bucket's edge stays
+        # in the bucket before, as on PostgreSQL.
+        seconds = (
+            "CAST(ROUND((julianday(substr(%(expressions)s, 1, 19)) - 2440587.5) * 86400) "
+            "AS INTEGER)"
+        )
+        template = f"({seconds} / {self.seconds}) * {self.seconds}"
         return self.as_sql(compiler, connection, template=template, **extra)
 
     def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> Any:

@@ -236,3 +236,17 @@ def test_admin_index_shows_lag_per_integration_and_refreshes(admin_client, make_
     table = table[: table.index("</table>")]
     assert "late-one" in table and "2 h (behind)" in table and "0 silent &gt; 60 min" in table
     assert '<meta http-equiv="refresh" content="60">' in html
+
+
+@pytest.mark.django_db
+def test_readings_by_time_bucket_edges_are_exact(integration, make_device):
+    device = make_device(integration)
+    edge = datetime(2026, 3, 3, 7, tzinfo=UTC)
+    reading(device, edge)
+    reading(device, edge - timedelta(microseconds=1), n=1)
+    reading(device, edge + timedelta(minutes=59, seconds=59, microseconds=999_999), n=2)
+    counts = readings_by_time(Buckets(size=timedelta(hours=1), count=24, now=NOW))
+    assert counts == {
+        (integration.pk, datetime(2026, 3, 3, 6, tzinfo=UTC)): 1,
+        (integration.pk, edge): 2,
+    }
