@@ -180,6 +180,7 @@ def _failure_reason(integration: DeviceIntegration, *, stopped: bool) -> str:
 class Range:
     key: str
     label: str
+    words: str
     bucket: timedelta
     buckets: int
     label_format: str
@@ -189,9 +190,9 @@ class Range:
 RANGES = {
     r.key: r
     for r in [
-        Range("6h", "6 h", timedelta(minutes=15), 24, "%H:%M", 4),
-        Range("24h", "24 h", timedelta(hours=1), 24, "%H:00", 3),
-        Range("7d", "7 d", timedelta(hours=6), 28, "%a %d", 4),
+        Range("6h", "6 h", "6 hours", timedelta(minutes=15), 24, "%H:%M", 4),
+        Range("24h", "24 h", "24 hours", timedelta(hours=1), 24, "%H:00", 3),
+        Range("7d", "7 d", "7 days", timedelta(hours=6), 28, "%a %d", 4),
     ]
 }
 DEFAULT_RANGE = "24h"
@@ -213,7 +214,7 @@ def readings_chart(*, now: datetime, chosen: Range, integrations: list[DeviceInt
     return stacked_bars(
         columns,
         series,
-        summary=f"{total:,} readings timed in the last {chosen.label}",
+        summary=f"{total:,} readings stored in the last {chosen.words}, counted by reading time",
         label=lambda start: f"{timezone.localtime(start, tz):{chosen.label_format}}",
         label_every=chosen.label_every,
         width=1000,

@@ -91,7 +91,7 @@ def test_readings_chart_stacks_integrations(make_integration, make_device):
     chart = readings_chart(now=NOW, chosen=RANGES["24h"], integrations=[one, two])
     assert [label for _, label in chart.legend] == ["one", "two"]
     assert sorted(bar.title for bar in chart.bars) == ["07:00: 1 one", "07:00: 3 two"]
-    assert chart.summary == "4 readings timed in the last 24 h"
+    assert chart.summary == "4 readings stored in the last 24 hours, counted by reading time"
 
 
 def test_stacked_bars_scale_and_stack():
@@ -184,12 +184,17 @@ def test_admin_index_counts_readings_by_reading_time(admin_client, integration, 
     assert "Readings by reading time, last 24 h" in html
     hour = timezone.localtime(now - timedelta(hours=5)).replace(minute=0)
     assert f"<title>{hour:%H}:00: 1 fleet</title>" in html
-    assert "1 readings timed in the last 24 h" in html
+    assert "1 readings stored in the last 24 hours, counted by reading time" in html
 
 
 @pytest.mark.django_db
 @pytest.mark.parametrize(
-    ("range_key", "heading", "expected"), [("6h", "6 h", 2), ("24h", "24 h", 3), ("7d", "7 d", 4)]
+    ("range_key", "heading", "expected"),
+    [
+        ("6h", "6 h", "2 readings stored in the last 6 hours"),
+        ("24h", "24 h", "3 readings stored in the last 24 hours"),
+        ("7d", "7 d", "4 readings stored in the last 7 days"),
+    ],  # fmt: skip
 )
 def test_admin_index_range_switch(admin_client, integration, make_device, range_key, heading,
                                   expected):  # fmt: skip
@@ -203,7 +208,7 @@ def test_admin_index_range_switch(admin_client, integration, make_device, range_
     for key in others:
         assert f'href="?range={key}"' in html
     assert f'href="?range={range_key}"' not in html
-    assert f"{expected} readings timed in the last {heading}" in html
+    assert f"{expected}, counted by reading time" in html
 
 
 @pytest.mark.django_db
