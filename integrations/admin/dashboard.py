@@ -1,22 +1,26 @@
-"""The numbers staff read at a glance: run statistics, readings per hour, health per integration.
+"""The numbers staff read at a glance: run statistics, readings over time, health and lag per
+integration.
 
-Plain functions over the activity log and the integrations table; the admin index (through the
-`gsync_dashboard` template tag) and the integrations changelist only render what they return.
-Readings are counted from the activity log (what each run or delivery inserted), whose indexes
-lead with the start time, so the dashboard costs the same with 5 or 500 million readings stored.
+Plain functions over the activity log, the integrations and the readings; the admin index
+(through the `gsync_dashboard` template tag) and the integrations pages only render what they
+return. Readings are counted by their own time (integrations.admin.history) over the range staff
+choose (6 h, 24 h, 7 d), one bucketed query for the chart.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db.models import Avg, Count, Q, Sum
-from django.db.models.functions import TruncHour
+from django.db.models import Avg, Count, Q
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.timesince import timesince
 
+from integrations.admin.charts import Chart, Column, Series, stacked_bars
+from integrations.admin.history import Buckets, readings_by_time
+from integrations.admin.lag import Lag, annotate_lag, lag_of
 from integrations.due import Due, Hold, due
 from integrations.models import ActivityLog, DeviceIntegration, Heartbeat
 from integrations.pull.completeness import verification_warning
@@ -29,14 +33,12 @@ Status = ActivityLog.Status
 DAY = timedelta(hours=24)
 RUN_TYPES = (Activity.SYNC_IMPORT, Activity.BACKFILL)
 FINISHED = (Status.SUCCESS, Status.PARTIAL, Status.FAILED)
-# Which activity stored readings by which path; the chart and the changelist columns use these.
+# Which activity stored readings by which path; the changelist's readings column uses these.
 SOURCES = {
     "push": (Activity.WEBHOOK_RECEIVED, Activity.WEBHOOK_REPROCESSED),
     "pull": (Activity.SYNC_IMPORT,),
     "backfill": (Activity.BACKFILL,),
 }
-SOURCE_LABELS = {"push": "Push (webhook)", "pull": "Pull (sync)", "backfill": "Backfill"}
-SOURCE_COLOURS = {"push": "#417690", "pull": "#79aec8", "backfill": "#e0b84f"}
 # A run is "late" once it is this far past its due time: two dispatch periods of slack.
 LATE_AFTER = timedelta(minutes=2)
 
@@ -89,137 +91,6 @@ def _p95(runs, *, timed: int) -> int | None:
     rank = math.ceil(0.95 * timed) - 1
     durations = runs.exclude(response_time_ms=None).order_by("response_time_ms")
     return durations.values_list("response_time_ms", flat=True)[rank]
-
-
-# --- readings per hour ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class HourCounts:
-    start: datetime
-    counts: dict[str, int]
-
-    @property
-    def total(self) -> int:
-        return sum(self.counts.values())
-
-
-def readings_per_hour(*, now: datetime, hours: int = 24) -> list[HourCounts]:
-    """Readings stored per hour and source, oldest hour first, the current (partial) hour last."""
-    tz = timezone.get_current_timezone()
-    current = timezone.localtime(now, tz).replace(minute=0, second=0, microsecond=0)
-    starts = [current - timedelta(hours=n) for n in range(hours - 1, -1, -1)]
-    rows = (
-        ActivityLog.objects.filter(
-            activity_type__in=[t for types in SOURCES.values() for t in types],
-            started_at__gte=starts[0],
-        )
-        .annotate(hour=TruncHour("started_at", tzinfo=tz))
-        .values("hour", "activity_type")
-        .annotate(inserted=Sum("readings_inserted"))
-    )
-    source_of = {t: source for source, types in SOURCES.items() for t in types}
-    table = {start: dict.fromkeys(SOURCES, 0) for start in starts}
-    for row in rows:
-        bucket = table.get(timezone.localtime(row["hour"], tz))
-        if bucket is not None:
-            bucket[source_of[row["activity_type"]]] += row["inserted"] or 0
-    return [HourCounts(start=start, counts=table[start]) for start in starts]
-
-
-# --- the chart -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Bar:
-    x: float
-    y: float
-    width: float
-    height: float
-    fill: str
-    title: str
-
-
-@dataclass(frozen=True)
-class Chart:
-    width: int
-    height: int
-    plot_top: int
-    plot_bottom: int
-    bars: list[Bar]
-    y_ticks: list[tuple[float, str]]
-    x_labels: list[tuple[float, str]]
-    legend: list[tuple[str, str]]
-    total: int
-    peak: int
-    summary: str = field(default="")
-
-
-CHART_LEFT, CHART_RIGHT, CHART_TOP, CHART_BOTTOM_MARGIN = 48, 8, 10, 24
-
-
-def readings_chart(hours: list[HourCounts], *, width: int = 720, height: int = 200) -> Chart:
-    """Stacked bars, one per hour, geometry computed here so the template only draws it."""
-    top, bottom = CHART_TOP, height - CHART_BOTTOM_MARGIN
-    peak = max((h.total for h in hours), default=0)
-    step = _tick_step(peak)
-    slot = (width - CHART_LEFT - CHART_RIGHT) / max(len(hours), 1)
-    pixels_per_reading = (bottom - top) / (4 * step)
-    bars = [
-        bar
-        for i, hour in enumerate(hours)
-        for bar in _stack(hour, x=CHART_LEFT + i * slot, slot=slot, bottom=bottom,
-                          pixels_per_reading=pixels_per_reading)
-    ]  # fmt: skip
-    total = sum(h.total for h in hours)
-    return Chart(
-        width=width,
-        height=height,
-        plot_top=top,
-        plot_bottom=bottom,
-        bars=bars,
-        y_ticks=[(round(bottom - (bottom - top) * k / 4, 2), f"{step * k:,}") for k in range(5)],
-        x_labels=[
-            (round(CHART_LEFT + i * slot + slot / 2, 2), f"{hour.start:%H:00}")
-            for i, hour in enumerate(hours)
-            if i % 3 == 0
-        ],
-        legend=[(SOURCE_COLOURS[s], SOURCE_LABELS[s]) for s in SOURCES],
-        total=total,
-        peak=peak,
-        summary=f"{total:,} readings stored in the last {len(hours)} hours, at most {peak:,} in "
-        "one hour",
-    )
-
-
-def _stack(
-    hour: HourCounts, *, x: float, slot: float, bottom: float, pixels_per_reading: float
-) -> list[Bar]:
-    """One hour's bars, each source on top of the previous one."""
-    bars, y = [], bottom
-    for source, count in hour.counts.items():
-        if not count:
-            continue
-        height = count * pixels_per_reading
-        y -= height
-        bars.append(
-            Bar(
-                x=round(x + slot * 0.1, 2),
-                y=round(y, 2),
-                width=round(slot * 0.8, 2),
-                height=round(height, 2),
-                fill=SOURCE_COLOURS[source],
-                title=f"{hour.start:%H:00}: {count:,} {SOURCE_LABELS[source].lower()}",
-            )
-        )
-    return bars
-
-
-def _tick_step(peak: int) -> int:
-    """A round step (1, 2 or 5 x 10^n) so that four steps reach at least `peak`."""
-    target = max(peak / 4, 1)
-    magnitude = 10 ** math.floor(math.log10(target))
-    return next(step * magnitude for step in (1, 2, 5, 10) if step * magnitude >= target)
 
 
 # --- health per integration ----------------------------------------------------------------------
@@ -302,6 +173,54 @@ def _failure_reason(integration: DeviceIntegration, *, stopped: bool) -> str:
     return f"{count}: {error}" if error else f"{count}."
 
 
+# --- readings over time --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Range:
+    key: str
+    label: str
+    words: str
+    bucket: timedelta
+    buckets: int
+    label_format: str
+    label_every: int
+
+
+RANGES = {
+    r.key: r
+    for r in [
+        Range("6h", "6 h", "6 hours", timedelta(minutes=15), 24, "%H:%M", 4),
+        Range("24h", "24 h", "24 hours", timedelta(hours=1), 24, "%H:00", 3),
+        Range("7d", "7 d", "7 days", timedelta(hours=6), 28, "%a %d", 4),
+    ]
+}
+DEFAULT_RANGE = "24h"
+# One colour per integration, in name order (cycled past eight).
+PALETTE = ["#417690", "#e0b84f", "#79aec8", "#8e5ea2", "#3cba9f", "#c45850", "#5f7d28", "#d17b0f"]
+
+
+def readings_chart(*, now: datetime, chosen: Range, integrations: list[DeviceIntegration]) -> Chart:
+    """Readings per bucket by reading time, stacked by integration."""
+    buckets = Buckets(size=chosen.bucket, count=chosen.buckets, now=now)
+    counts = readings_by_time(buckets)
+    series = [Series(i.pk, i.name, PALETTE[n % len(PALETTE)]) for n, i in enumerate(integrations)]
+    columns = [
+        Column(start, {s.key: counts.get((int(s.key), start), 0) for s in series})
+        for start in buckets.starts
+    ]
+    total = sum(counts.values())
+    tz = timezone.get_current_timezone()
+    return stacked_bars(
+        columns,
+        series,
+        summary=f"{total:,} readings stored in the last {chosen.words}, counted by reading time",
+        label=lambda start: f"{timezone.localtime(start, tz):{chosen.label_format}}",
+        label_every=chosen.label_every,
+        width=1000,
+    )
+
+
 # --- the admin index -----------------------------------------------------------------------------
 
 
@@ -313,15 +232,42 @@ class Tile:
 
 
 @dataclass(frozen=True)
+class Row:
+    """One integration on the dashboard: its health and lag, linked to its page."""
+
+    integration: DeviceIntegration
+    url: str
+    health: Health
+    lag: Lag
+
+
+@dataclass(frozen=True)
 class Dashboard:
     tiles: list[Tile]
     chart: Chart
     health: list[tuple[str, int]]
+    rows: list[Row]
     scheduler: str
+    range: Range
+    ranges: list[Range]
+    range_error: str = ""
+
+    @property
+    def attention(self) -> list[Row]:
+        """The integrations not "ok", failing first: named and linked, not just counted."""
+        order = {HealthState.FAILING: 0, HealthState.LATE: 1, HealthState.WARNING: 2}
+        unwell = [r for r in self.rows if r.health.state != HealthState.OK]
+        return sorted(unwell, key=lambda r: order.get(r.health.state, 3))
 
 
-def dashboard_summary(*, now: datetime) -> Dashboard:
-    """Everything the admin index shows, as display-ready values."""
+def dashboard_summary(*, now: datetime, range_key: str | None = None) -> Dashboard:
+    """Everything the admin index shows, as display-ready values. `range_key` is the chart's
+    range as the page's `?range=` gives it; an unknown one shows the default and says so."""
+    chosen = RANGES.get(range_key or DEFAULT_RANGE, RANGES[DEFAULT_RANGE])
+    error = "" if not range_key or range_key in RANGES else (
+        f"Unknown range “{range_key[:20]}”: showing {chosen.label}. "
+        f"Choose one of {', '.join(RANGES)}."
+    )  # fmt: skip
     runs = run_stats(now=now)
     rate = f"{runs.success_rate:.0%}" if runs.success_rate is not None else "–"
     tiles = [
@@ -330,15 +276,28 @@ def dashboard_summary(*, now: datetime) -> Dashboard:
         Tile("Average duration", _seconds(runs.avg_ms), "per run"),
         Tile("p95 duration", _seconds(runs.p95_ms), "95% of runs took at most this"),
     ]
+    integrations = list(annotate_lag(DeviceIntegration.objects.all(), now=now))
+    rows = [
+        Row(
+            integration=i,
+            url=reverse("admin:integrations_deviceintegration_change", args=[i.pk]),
+            health=integration_health(i, now=now),
+            lag=lag_of(i, now=now),
+        )
+        for i in integrations
+    ]
     states: dict[str, int] = {}
-    for integration in DeviceIntegration.objects.all():
-        state = integration_health(integration, now=now).state
-        states[state] = states.get(state, 0) + 1
+    for row in rows:
+        states[row.health.state] = states.get(row.health.state, 0) + 1
     return Dashboard(
         tiles=tiles,
-        chart=readings_chart(readings_per_hour(now=now)),
+        chart=readings_chart(now=now, chosen=chosen, integrations=integrations),
         health=sorted(states.items()),
+        rows=rows,
         scheduler=_scheduler_line(now=now),
+        range=chosen,
+        ranges=list(RANGES.values()),
+        range_error=error,
     )
 
 

@@ -1,9 +1,10 @@
-"""The integrations changelist's health columns and operating actions (issue 5).
+"""The integrations changelist's health and lag columns and operating actions (issues 5, 12).
 
 Mixed into `DeviceIntegrationAdmin`. Thin adapters: health rules live in
-integrations.admin.dashboard, queuing in integrations.scheduling, the connection test in
-integrations.pull.sync. The readings columns come from two annotated subqueries, so a page of 100
-integrations costs the same queries as a page of 1.
+integrations.admin.dashboard, lag in integrations.admin.lag, queuing in integrations.scheduling,
+the connection test in integrations.pull.connection. The readings and lag columns come from
+annotated subqueries, so a page of 100 integrations costs the same queries as a page of 1.
+The integration page's buttons (`panel_action_view`) run the same actions for one integration.
 """
 
 from __future__ import annotations
@@ -15,17 +16,18 @@ from django import forms
 from django.contrib import admin, messages
 from django.db.models import IntegerField, OuterRef, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
-from django.utils.text import Truncator
 from django.utils.timesince import timesince
 
+from integrations.admin.badges import badge, truncated
 from integrations.admin.dashboard import DAY, SOURCES, integration_health
+from integrations.admin.lag import annotate_lag, lag_of
 from integrations.admin.links import entry_link, queued_entry_link
 from integrations.due import due
 from integrations.models import ActivityLog, DeviceIntegration
@@ -33,17 +35,8 @@ from integrations.moments import parse_moment
 from integrations.pull.connection import test_connection
 from integrations.scheduling import enqueue_backfill, enqueue_reconcile, enqueue_sync
 
-HEALTH_COLUMNS = ["health", "last_run", "next_due_list", "readings_24h", "last_error"]
+HEALTH_COLUMNS = ["health", "runs", "lag", "readings_24h", "last_error"]
 ACTIONS = ["sync_now", "verify_completeness", "test_connection", "backfill", "pause", "resume"]
-HEALTH_COLOURS = {
-    "ok": "#2e7d32",
-    "running": "#1565c0",
-    "late": "#e65100",
-    "failing": "#c62828",
-    "paused": "#616161",
-    "outside window": "#6d4c41",
-    "warning": "#b26a00",
-}
 Status = DeviceIntegration.Status
 Kind = ActivityLog.ActivityType
 # The entries a queued run writes, which its message links to once they exist.
@@ -101,8 +94,9 @@ class SchedulingAdminMixin(admin.ModelAdmin):
     "Pause" and "Resume" (change permission)."""
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[DeviceIntegration]:
-        since = timezone.now() - DAY
-        return (
+        now = timezone.now()
+        since = now - DAY
+        queryset = (
             super()
             .get_queryset(request)
             .annotate(
@@ -111,39 +105,63 @@ class SchedulingAdminMixin(admin.ModelAdmin):
                 readings_backfill_24h=_readings_since(since, "backfill"),
             )
         )
+        return annotate_lag(queryset, now=now)
 
     # --- columns ---------------------------------------------------------------------------------
 
     @admin.display(description="Health")
     def health(self, obj: DeviceIntegration) -> SafeString:
         health = integration_health(obj, now=timezone.now())
+        return badge(health.state, health.state, title=health.reason)
+
+    @admin.display(description="Last run / next", ordering="last_sync_at")
+    def runs(self, obj: DeviceIntegration) -> SafeString:
         return format_html(
-            '<strong style="color: {}">{}</strong><div class="help">{}</div>',
-            HEALTH_COLOURS.get(health.state, "inherit"),
-            health.state,
-            health.reason,
+            "{}<div>next: {}</div>",
+            self.last_run(obj),
+            truncated(self.next_due_list(obj), chars=30),
         )
 
-    @admin.display(description="Last run", ordering="last_sync_at")
     def last_run(self, obj: DeviceIntegration) -> str:
         if obj.last_sync_at is None:
             return "never"
-        return f"{timesince(obj.last_sync_at)} ago ({obj.last_sync_status or '?'})"
+        return f"{timesince(obj.last_sync_at, depth=1)} ago ({obj.last_sync_status or '?'})"
 
-    @admin.display(description="Next run")
     def next_due_list(self, obj: DeviceIntegration) -> str:
         return due(obj, now=timezone.now()).describe()
 
-    @admin.display(description="Readings, 24 h")
-    def readings_24h(self, obj: DeviceIntegration) -> str:
+    @admin.display(description="Lag")
+    def lag(self, obj: DeviceIntegration) -> SafeString:
+        lag = lag_of(obj, now=timezone.now())
+        # Two badges: the pull cursor's age, then the newest reading's (each says so on hover).
+        return format_html(
+            "{}<br>{}",
+            badge(lag.cursor.text, lag.cursor.state, title=lag.cursor.title),
+            badge(lag.newest.text, lag.newest.state, title=lag.newest.title),
+        )
+
+    @admin.display(description="Readings")
+    def readings_24h(self, obj: DeviceIntegration) -> SafeString:
         push = getattr(obj, "readings_push_24h", 0)
         pull = getattr(obj, "readings_pull_24h", 0) + getattr(obj, "readings_backfill_24h", 0)
-        return f"push {push:,} / pull {pull:,}"
+        lag = lag_of(obj, now=timezone.now())
+        return format_html(
+            '<span title="stored in the last 24 h">push {} / pull {}</span>'
+            '<div class="help" title="{} readings timed in the last hour; {}">{} · {}</div>',
+            f"{push:,}",
+            f"{pull:,}",
+            lag.rate_text,
+            lag.silent_text,
+            lag.rate_text,
+            lag.silent_short,
+        )
 
     @admin.display(description="Last error")
-    def last_error(self, obj: DeviceIntegration) -> str:
-        first_line = obj.sync_error.strip().splitlines()[0] if obj.sync_error.strip() else ""
-        return Truncator(first_line).chars(100) or "-"
+    def last_error(self, obj: DeviceIntegration) -> SafeString | str:
+        error = obj.sync_error.strip()
+        if not error:
+            return "-"
+        return truncated(error.splitlines()[0], chars=40, title=error)
 
     # --- actions ---------------------------------------------------------------------------------
 
@@ -271,7 +289,44 @@ class SchedulingAdminMixin(admin.ModelAdmin):
             self.admin_site.admin_view(self.backfill_view),
             name="integrations_deviceintegration_backfill",
         )
-        return [backfill, *super().get_urls()]
+        act = path(
+            "<int:object_id>/act/",
+            self.admin_site.admin_view(self.panel_action_view),
+            name="integrations_deviceintegration_act",
+        )
+        return [backfill, act, *super().get_urls()]
+
+    # --- the integration page's buttons ----------------------------------------------------------
+
+    def panel_buttons(self, request: HttpRequest, obj: DeviceIntegration) -> list[tuple[str, str]]:
+        """(action, label) of the buttons the user may press on `obj`'s page: the changelist's
+        actions they hold the permission for, Pause or Resume as the status says."""
+        hidden = {"pause"} if obj.status == Status.PAUSED else {"resume"}
+        if obj.status == Status.ERROR:
+            hidden = set()
+        buttons = []
+        for name, action in self.get_actions(request).items():
+            if name in ACTIONS and name not in hidden and action is not None:
+                buttons.append((name, str(action[2])))
+        return sorted(buttons, key=lambda button: ACTIONS.index(button[0]))
+
+    def panel_action_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        """POST `action=<name>`: the changelist's action on this one integration, then back to
+        its page with the action's message (Backfill… goes on to its form)."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        integration = get_object_or_404(DeviceIntegration, pk=object_id)
+        page = reverse("admin:integrations_deviceintegration_change", args=[integration.pk])
+        name = request.POST.get("action", "")
+        action = self.get_actions(request).get(name) if name in ACTIONS else None
+        if action is None:
+            self.message_user(
+                request, f"No action “{name[:40]}” you may run on this page.", messages.ERROR
+            )
+            return HttpResponseRedirect(page)
+        run = action[0]
+        response = run(self, request, DeviceIntegration.objects.filter(pk=integration.pk))
+        return response if isinstance(response, HttpResponse) else HttpResponseRedirect(page)
 
     def backfill_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
         if not self.has_run_sync_permission(request):

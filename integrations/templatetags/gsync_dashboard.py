@@ -18,4 +18,5 @@ def gsync_dashboard(context: template.Context) -> dict[str, Any]:
     user = getattr(request, "user", None)
     if user is None or not user.has_perm("integrations.view_deviceintegration"):
         return {"dashboard": None}
-    return {"dashboard": dashboard_summary(now=timezone.now())}
+    range_key = request.GET.get("range") if request is not None else None
+    return {"dashboard": dashboard_summary(now=timezone.now(), range_key=range_key)}

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -237,11 +238,13 @@ def test_changelist_shows_health_runs_readings_and_errors(admin_client, make_int
     )  # fmt: skip
     html = page(admin_client.get(CHANGELIST))
     assert "push 7 / pull 105" in html
-    assert "2 failed runs in a row: Golioth rejected the API key (401)" in html
-    assert "Paused by staff." in html
+    # Health is a coloured word; why is on hover, so it does not repeat Last run's text.
+    assert 'title="2 failed runs in a row: Golioth rejected the API key (401)"' in html
+    assert 'title="Paused by staff."' in html
     assert "minute ago (success)" in html
-    for state in ("ok", "failing", "paused"):
-        assert f">{state}</strong>" in html
+    assert "Last run 1 minute ago" not in html.split('title="')[0]
+    for state, colour in (("ok", "#2e7d32"), ("failing", "#c62828"), ("paused", "#616161")):
+        assert re.search(f"background: {colour};[^>]*>{state}</span>", html)
 
 
 @pytest.mark.django_db
