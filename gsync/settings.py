@@ -43,7 +43,19 @@ GSYNC_WEBHOOK_CONFIG_SECONDS = env.float("GSYNC_WEBHOOK_CONFIG_SECONDS", default
 # The largest reading stored, in bytes of its JSON (pull and push alike); larger ones are
 # rejected with their reason, and a webhook delivery is kept for a re-process.
 GSYNC_MAX_READING_BYTES = env.int("GSYNC_MAX_READING_BYTES", default=64 * 1024)
+# Stored webhook deliveries and activity entries older than these are pruned daily
+# (integrations.pruning); each integration's readings by its own telemetryRetentionDays.
 GSYNC_WEBHOOK_RETENTION_DAYS = env.int("GSYNC_WEBHOOK_RETENTION_DAYS", default=30)
+GSYNC_ACTIVITY_RETENTION_DAYS = env.int("GSYNC_ACTIVITY_RETENTION_DAYS", default=180)
+for _name, _days in (
+    ("GSYNC_WEBHOOK_RETENTION_DAYS", GSYNC_WEBHOOK_RETENTION_DAYS),
+    ("GSYNC_ACTIVITY_RETENTION_DAYS", GSYNC_ACTIVITY_RETENTION_DAYS),
+):
+    if _days < 1:
+        raise ImproperlyConfigured(
+            f"{_name} ({_days}) must be 1 or more: the days its rows are kept (0 would delete "
+            "them as soon as they are stored)."
+        )
 # How long Golioth keeps LightDB Stream: 30 days unless the plan says more. Windows reaching
 # further back are warned about (integrations.pull.retention).
 # Health warns when an integration's "verified complete through" falls further behind than this.

@@ -18,6 +18,8 @@ MIN_INTERVAL_SECONDS = 60
 # A reconcile reads Golioth's counts over its lookback: a year is the most any plan keeps.
 MAX_RECONCILE_LOOKBACK_HOURS = 366 * 24
 MIN_RECONCILE_INTERVAL_MINUTES = 5
+# A century: any longer is "forever", which is the blank default.
+MAX_TELEMETRY_RETENTION_DAYS = 36_600
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,7 @@ class Setting:
     help: str
     minimum: float | None = None
     maximum: float | None = None
-    group: str = "sync"  # the admin fieldset: "sync" or "webhook"
+    group: str = "sync"  # the admin fieldset: "sync", "webhook" or "retention"
     check: Callable[[Any], str | None] | None = None  # a rule beyond the bounds
 
     def parse(self, raw: Any) -> Any:
@@ -254,6 +256,18 @@ SETTINGS: tuple[Setting, ...] = (
         "Blank: every path but /logs (the SDK's log lines). Webhook deliveries of other paths "
         "are kept as ignored; the pipeline below lists one filter per pattern.",
         group="webhook",
+    ),
+    Setting(
+        "telemetryRetentionDays",
+        "telemetry_retention_days",
+        "int",
+        None,
+        "Keep readings (days)",
+        "Readings older than this (by Golioth's time) are deleted by the daily prune; blank: "
+        "kept forever. Longer than the reconcile lookback, or the reconcile fetches them again.",
+        1,
+        MAX_TELEMETRY_RETENTION_DAYS,
+        group="retention",
     ),
 )
 DEFAULTS: dict[str, Any] = {s.attr: s.default for s in SETTINGS}

@@ -47,6 +47,8 @@ class SyncSettings:
     reconcile_interval_minutes: int = DEFAULTS["reconcile_interval_minutes"]
     # Golioth path filter patterns (integrations.golioth.paths); None: every path but logs.
     mirrored_paths: tuple[str, ...] | None = DEFAULTS["mirrored_paths"]
+    # Days readings are kept (telemetry.retention); None: forever.
+    telemetry_retention_days: int | None = DEFAULTS["telemetry_retention_days"]
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
@@ -108,6 +110,32 @@ def _parse(data: dict[str, Any]) -> SyncSettings:
     values["time_window"] = parse_time_window(data.get("timeWindow"), errors)
     values["device_filter"] = parse_device_filter(data.get("deviceFilter"), errors)
     values["extra"] = {k: v for k, v in data.items() if k not in KNOWN_KEYS}
+    if problem := _retention_problem(values):
+        errors.setdefault("telemetryRetentionDays", problem)
     if errors:
         raise SettingsError(dict(errors))
     return SyncSettings(**values)
+
+
+def _retention_problem(values: dict[str, Any]) -> str | None:
+    """Readings must outlive the windows the pull and the reconcile re-read (scheduled or not: the
+    admin's "Verify completeness" reads the lookback too), or each run would fetch again what the
+    prune deleted, and the next prune delete it again."""
+    days = values.get("telemetry_retention_days")
+    if days is None:
+        return None
+    lookback_hours = values.get("reconcile_lookback_hours", DEFAULTS["reconcile_lookback_hours"])
+    overlap = values.get("overlap_seconds", DEFAULTS["overlap_seconds"])
+    reread = max(timedelta(hours=lookback_hours), timedelta(seconds=overlap))
+    if timedelta(days=days) > reread:
+        return None
+    what = "the reconcile lookback" if lookback_hours * 3600 >= overlap else "the overlap"
+    return (
+        f"must be longer than {what} ({_days(reread)}): every run would fetch again what the "
+        f"prune deleted (got {days})"
+    )
+
+
+def _days(span: timedelta) -> str:
+    days = span / timedelta(days=1)
+    return f"{days:g} day{'s' if days != 1 else ''}"

@@ -175,7 +175,9 @@ def setting_field(setting: Setting) -> forms.Field:
     if setting.kind == "bool":
         return forms.BooleanField(required=False, label=label, help_text=help_text)
     if setting.kind == "int":
-        return forms.IntegerField(label=label, help_text=help_text)
+        # A setting whose default is None (blank) may be left blank.
+        required = setting.default is not None
+        return forms.IntegerField(required=required, label=label, help_text=help_text)
     if setting.kind == "float":
         return forms.FloatField(label=label, help_text=help_text)
     if setting.kind == "datetime":

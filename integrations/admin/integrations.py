@@ -55,6 +55,7 @@ SYNC_STATE_FIELDS = [
 ]
 CONNECTION_FIELDS = ["name", "status", "project_id", "base_url", "api_key"]
 SYNC_FIELDS = [s.attr for s in SETTINGS if s.group == "sync"]
+RETENTION_FIELDS = [s.attr for s in SETTINGS if s.group == "retention"]
 WINDOW_FIELDS = ["window_enabled", ("window_start", "window_end"), "window_timezone", "window_days"]
 FILTER_FIELDS = [
     ("filter_tags", "filter_tag_match"),
@@ -93,6 +94,14 @@ SETTINGS_FIELDSETS = [
         {
             "fields": FILTER_FIELDS,
             "description": "Which devices the pull reads. All blank: every device.",
+        },
+    ),
+    (
+        "Retention",
+        {
+            "fields": RETENTION_FIELDS,
+            "description": "The daily prune deletes this integration's older readings, a few "
+            "thousand at a time (README “Retention”).",
         },
     ),
 ]

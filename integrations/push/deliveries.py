@@ -4,7 +4,7 @@ The view (integrations/push/view.py) stores each authenticated request as a `Web
 before anything else; this module turns one delivery into telemetry, inside `atomic()` so a
 failure rolls the work back while the delivery row keeps the error and traceback (dj-stripe's
 pattern). The admin's "re-process" action and `manage.py reprocess_webhooks` run the same code
-again on failed deliveries; `prune_deliveries` drops old ones.
+again on failed deliveries (old ones are pruned by integrations.pruning).
 
 Activity: readings link to their minute's `webhook_received` entry (integrations.push.minutes),
 which no delivery writes to: concurrent requests would all queue on that one row's lock.
@@ -346,13 +346,3 @@ def _finish_reprocess_entry(entry: ActivityLog, own: ReprocessResult) -> None:
         readings_inserted=own.stored,
         readings_duplicate=own.duplicates,
     )
-
-
-def prune_deliveries(*, older_than_days: int, batch_size: int = 5000) -> int:
-    """Delete deliveries received more than `older_than_days` ago, in batches (short locks)."""
-    cutoff = timezone.now() - timedelta(days=older_than_days)
-    old = WebhookDelivery.objects.filter(received_at__lt=cutoff).order_by()
-    deleted = 0
-    while pks := list(old.values_list("pk", flat=True)[:batch_size]):
-        deleted += WebhookDelivery.objects.filter(pk__in=pks).delete()[0]
-    return deleted

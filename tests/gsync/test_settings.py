@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 PRINT_Q_CLUSTER = "import json, gsync.settings as s; print(json.dumps(s.Q_CLUSTER))"
 
@@ -109,3 +111,35 @@ def test_default_public_url_is_what_make_run_serves():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"http://{addr}"
+
+
+PRINT_RETENTION = (
+    "import gsync.settings as s; "
+    "print(s.GSYNC_WEBHOOK_RETENTION_DAYS, s.GSYNC_ACTIVITY_RETENTION_DAYS)"
+)
+
+
+def load_retention(**env: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("GSYNC_", "DATABASE_URL"))}
+    return subprocess.run(
+        [sys.executable, "-c", PRINT_RETENTION],
+        cwd=ROOT,
+        env={**clean, "SECRET_KEY": "settings-test", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_retention_defaults_are_30_days_of_deliveries_and_180_of_activity():
+    result = load_retention()
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["30", "180"]
+
+
+@pytest.mark.parametrize("name", ["GSYNC_WEBHOOK_RETENTION_DAYS", "GSYNC_ACTIVITY_RETENTION_DAYS"])
+@pytest.mark.parametrize("days", ["0", "-1"])
+def test_retention_below_one_day_is_refused(name, days):
+    result = load_retention(**{name: days})
+    assert result.returncode != 0
+    assert f"{name} ({days}) must be 1 or more: the days its rows are kept" in result.stderr

@@ -114,6 +114,9 @@ def test_integration_create_without_api_key_is_refused(monkeypatch, db):
         ("--window-end", "window_end", "25:00"),
         ("--window-timezone", "window_timezone", "Mars/Base"),
         ("--filter-name-pattern", "filter_name_pattern", "sensor-["),
+        ("--telemetry-retention-days", "telemetry_retention_days", "0"),
+        ("--telemetry-retention-days", "telemetry_retention_days", "-5"),
+        ("--telemetry-retention-days", "telemetry_retention_days", "2"),
     ],
 )
 def test_integration_invalid_flag_gets_the_form_message(
@@ -250,3 +253,17 @@ def test_integration_show_prints_the_pipelines_to_paste(api_key_env, db):
         ("/sensor", "application/cbor"),
     ]
     assert only in full
+
+
+def test_integration_telemetry_retention_is_set_refused_and_cleared_by_flag(api_key_env, db):
+    run("create", "fleet", "--project-id", "p", "--telemetry-retention-days", "90")
+    assert show_json("fleet")["settings"]["telemetryRetentionDays"] == 90
+
+    with pytest.raises(CommandError) as raised:
+        run("update", "fleet", "--telemetry-retention-days", "0")
+    message = "--telemetry-retention-days: Must be between 1 and 36600 (got 0)."
+    assert message in str(raised.value).splitlines()
+    assert show_json("fleet")["settings"]["telemetryRetentionDays"] == 90  # nothing saved
+
+    run("update", "fleet", "--telemetry-retention-days", "")  # blank: keep forever
+    assert show_json("fleet")["settings"]["telemetryRetentionDays"] is None

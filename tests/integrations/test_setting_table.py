@@ -11,6 +11,9 @@ from integrations.setting_table import SETTINGS
 from integrations.sync_settings import SettingsError, SyncSettings
 
 BOUNDED = [s for s in SETTINGS if s.maximum is not None]
+# Other settings at their most permissive, so a rule between two settings (readings kept longer
+# than the reconcile lookback) does not refuse a value that is within its own bounds.
+ROOM = {"reconcileLookbackHours": 1, "overlapSeconds": 0}
 
 
 @pytest.mark.parametrize("setting", SETTINGS, ids=lambda s: s.key)
@@ -32,7 +35,8 @@ def test_bounds_refuse_one_past_each_end_naming_the_key(setting):
     for right in (setting.minimum, setting.maximum):
         if setting.check and setting.check(right):
             continue
-        assert getattr(SyncSettings.from_json({setting.key: right}), setting.attr) == right
+        parsed = SyncSettings.from_json({**ROOM, setting.key: right})
+        assert getattr(parsed, setting.attr) == right
 
 
 @pytest.mark.parametrize("setting", SETTINGS, ids=lambda s: s.key)

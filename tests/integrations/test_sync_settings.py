@@ -204,3 +204,42 @@ def test_reconcile_settings_default_to_48_hours_hourly():
     sync = SyncSettings.from_json({})
     assert (sync.reconcile_lookback_hours, sync.reconcile_interval_minutes) == (48, 60)
     assert sync.to_json()["reconcileLookbackHours"] == 48
+
+
+def test_telemetry_retention_defaults_to_forever():
+    sync = SyncSettings.from_json({})
+    assert sync.telemetry_retention_days is None
+    assert sync.to_json()["telemetryRetentionDays"] is None
+    assert SyncSettings.from_json({"telemetryRetentionDays": 90}).telemetry_retention_days == 90
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"telemetryRetentionDays": 0}, "must be between 1 and 36600 (got 0)"),
+        ({"telemetryRetentionDays": -7}, "must be between 1 and 36600 (got -7)"),
+        ({"telemetryRetentionDays": 1.5}, "must be a whole number"),
+        (
+            {"telemetryRetentionDays": 2},
+            "must be longer than the reconcile lookback (2 days): every run would fetch again "
+            "what the prune deleted (got 2)",
+        ),
+        (
+            {"telemetryRetentionDays": 9, "reconcileLookbackHours": 240},
+            "must be longer than the reconcile lookback (10 days)",
+        ),
+        (
+            {"telemetryRetentionDays": 3, "overlapSeconds": 4 * 86_400},
+            "must be longer than the overlap (4 days)",
+        ),
+    ],
+)
+def test_telemetry_retention_is_validated(settings, message):
+    with pytest.raises(SettingsError) as caught:
+        SyncSettings.from_json(settings)
+    assert message in caught.value.errors["telemetryRetentionDays"]
+
+
+def test_telemetry_retention_just_past_the_lookback_is_accepted():
+    sync = SyncSettings.from_json({"telemetryRetentionDays": 3, "reconcileLookbackHours": 71})
+    assert sync.telemetry_retention_days == 3

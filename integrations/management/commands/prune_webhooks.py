@@ -1,4 +1,8 @@
-"""`manage.py prune_webhooks`: delete stored webhook deliveries older than the retention."""
+"""`manage.py prune_webhooks`: delete stored webhook deliveries older than the retention.
+
+Kept from before `manage.py prune` (which prunes every kind) for scripts that call it; it runs
+the same deletion (integrations.pruning.prune_deliveries), for deliveries only.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +10,16 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils import timezone
 
-from integrations.push.deliveries import prune_deliveries
+from integrations.pruning import days_before, prune_deliveries
 
 
 class Command(BaseCommand):
     help = (
         "Delete webhook deliveries received more than N days ago "
-        "(default: GSYNC_WEBHOOK_RETENTION_DAYS). The scheduler does this daily too."
+        "(default: GSYNC_WEBHOOK_RETENTION_DAYS). `manage.py prune` prunes every kind; the "
+        "scheduler does that daily."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -27,5 +33,5 @@ class Command(BaseCommand):
         days = options["older_than_days"]
         if days < 1:
             raise CommandError("--older-than-days must be 1 or more.")
-        deleted = prune_deliveries(older_than_days=days)
-        self.stdout.write(f"Deleted {deleted} webhook deliveries older than {days} days.")
+        pruned = prune_deliveries(cutoff=days_before(timezone.now(), days))
+        self.stdout.write(f"Deleted {pruned.rows} webhook deliveries older than {days} days.")

@@ -9,7 +9,7 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from integrations.models import ActivityLog, DeviceIntegration, WebhookDelivery
-from integrations.push.deliveries import prune_deliveries, reprocess_deliveries
+from integrations.push.deliveries import reprocess_deliveries
 from telemetry.models import Device, TelemetryRecord
 
 SECRET = "whsec-reprocess-0123456789"
@@ -154,16 +154,6 @@ def test_reprocess_command_rejected_and_integration(client, strict, make_integra
 
     assert "1 processed" in out.getvalue()
     assert TelemetryRecord.objects.count() == 1
-
-
-def test_prune_deliveries_deletes_only_old_ones(strict):
-    stored_failure(strict, b"{}", days_ago=40)
-    stored_failure(strict, b"{}", days_ago=31)
-    keep = stored_failure(strict, b"{}", days_ago=2)
-
-    assert prune_deliveries(older_than_days=30, batch_size=1) == 2
-
-    assert list(WebhookDelivery.objects.values_list("pk", flat=True)) == [keep.pk]
 
 
 def test_prune_webhooks_command_uses_retention_setting(strict, settings):
