@@ -186,15 +186,21 @@ def test_a_corrected_time_moves_the_reading_to_its_months_partition(integration,
 # --- retention -----------------------------------------------------------------------------------
 
 
-def test_prune_drops_months_older_than_every_integrations_retention(device):
+@pytest.fixture
+def kept_3_days(device) -> DeviceIntegration:
+    """The device's integration keeps 3 days of readings, in recent months' partitions."""
     recent_months_only()
     integration = device.integration
     integration.settings = {"telemetryRetentionDays": 3}
     integration.save()
+    return integration
+
+
+def test_prune_drops_months_older_than_every_integrations_retention(kept_3_days, device):
     two_months_ago = add_months(month_start(timezone.now()), -2)
     old = two_months_ago + timedelta(days=1)
     new = timezone.now() - timedelta(hours=2)
-    store(integration, device, old, new)
+    store(kept_3_days, device, old, new)
 
     results = prune()
 
@@ -207,15 +213,11 @@ def test_prune_drops_months_older_than_every_integrations_retention(device):
 
 
 def test_prune_drops_no_partition_while_an_integration_keeps_readings_forever(
-    make_integration, device, make_device
+    kept_3_days, make_integration, device, make_device
 ):
-    recent_months_only()
-    integration = device.integration
-    integration.settings = {"telemetryRetentionDays": 3}
-    integration.save()
     forever = make_integration("kept forever")
     old = add_months(month_start(timezone.now()), -2) + timedelta(days=1)
-    store(integration, device, old)
+    store(kept_3_days, device, old)
     store(forever, make_device(forever, "f1"), old + timedelta(seconds=1))
     before = names()
 
@@ -226,13 +228,9 @@ def test_prune_drops_no_partition_while_an_integration_keeps_readings_forever(
     assert [r.rows for r in results if r.kind == READINGS and r.scope == "fleet"] == [1]
 
 
-def test_prune_dry_run_lists_the_partitions_it_would_drop_and_drops_nothing(device):
-    recent_months_only()
-    integration = device.integration
-    integration.settings = {"telemetryRetentionDays": 3}
-    integration.save()
+def test_prune_dry_run_lists_the_partitions_it_would_drop_and_drops_nothing(kept_3_days, device):
     two_months_ago = add_months(month_start(timezone.now()), -2)
-    store(integration, device, two_months_ago + timedelta(days=1))
+    store(kept_3_days, device, two_months_ago + timedelta(days=1))
     with connection.cursor() as cursor:
         cursor.execute(f"ANALYZE {partition_name(two_months_ago)}")
     out = StringIO()
