@@ -18,10 +18,12 @@ SQLite keeps one plain table: every function here does nothing there.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 
 logger = logging.getLogger(__name__)
 
@@ -34,9 +36,10 @@ MONTHS_AHEAD = 2
 # Months split out of the default partition per run: a clock that sends random years must not
 # create hundreds of tables in one go (the rest waits in the default partition, stored).
 MAX_SPLITS_PER_RUN = 12
-# A partition drop waits this long for the table's lock, then gives up until the next run,
-# rather than queue every reader and writer behind it.
-DROP_LOCK_TIMEOUT = "5s"
+# Creating or dropping a partition waits this long for its locks, then gives up until the next
+# run, rather than queue every reader and writer behind it (a long query holds them).
+LOCK_TIMEOUT = "5s"
+LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's SQLSTATE for a lock_timeout that expired
 
 
 @dataclass(frozen=True)
@@ -115,8 +118,8 @@ def ensure_partitions(*, now: datetime) -> list[str]:
     created = []
     for month in sorted(set(wanted)):
         if not any(_overlaps(month, start, end) for start, end in covered):
-            create_partition(month)
-            created.append(partition_name(month))
+            if create_partition(month):
+                created.append(partition_name(month))
     if created:
         logger.info("partitions: created %s", ", ".join(created))
     return created
@@ -135,9 +138,9 @@ def _months_in_default() -> list[datetime]:
         return [month.replace(tzinfo=UTC) for (month,) in cursor.fetchall()]
 
 
-def create_partition(month: datetime) -> None:
+def create_partition(month: datetime) -> bool:
     """Give `month` its own partition, in one transaction, moving its rows out of the default
-    partition.
+    partition; False when its locks were busy (the next run tries again).
 
     Built as a table of its own and then attached: CREATE TABLE ... PARTITION OF would lock the
     whole table (readers included) while it checks the default partition; ATTACH lets reads
@@ -145,7 +148,9 @@ def create_partition(month: datetime) -> None:
     locked while its rows move and while ATTACH checks none of the month is left there.
     """
     name, start, end = partition_name(month), month, add_months(month, 1)
-    with transaction.atomic(), connection.cursor() as cursor:
+    moved = []
+
+    def move_and_attach(cursor: Any) -> None:
         cursor.execute(f"LOCK TABLE {DEFAULT} IN ACCESS EXCLUSIVE MODE")
         cursor.execute(
             f"CREATE TABLE {name} (LIKE {TABLE} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"
@@ -161,13 +166,32 @@ def create_partition(month: datetime) -> None:
             f"AND device_timestamp < %s RETURNING *) INSERT INTO {name} SELECT * FROM moved",
             [start, end],
         )
-        moved = cursor.rowcount
+        moved.append(cursor.rowcount)
         cursor.execute(
             f"ALTER TABLE {TABLE} ATTACH PARTITION {name} FOR VALUES FROM (%s) TO (%s)",
             [start, end],
         )
-    if moved:
-        logger.info("partitions: %d readings moved from %s to %s", moved, DEFAULT, name)
+
+    if not _with_short_locks(move_and_attach, what=f"creating {name}"):
+        return False
+    if moved[0]:
+        logger.info("partitions: %d readings moved from %s to %s", moved[0], DEFAULT, name)
+    return True
+
+
+def _with_short_locks(work: Callable[[Any], None], *, what: str) -> bool:
+    """Run `work(cursor)` in one transaction whose lock waits end after LOCK_TIMEOUT; False,
+    logged and with nothing changed, when a lock stayed busy."""
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+            work(cursor)
+    except OperationalError as exc:
+        if getattr(exc.__cause__, "sqlstate", None) != LOCK_NOT_AVAILABLE:
+            raise
+        logger.warning("partitions: %s waits for the next run, a lock was busy", what)
+        return False
+    return True
 
 
 # --- retention -----------------------------------------------------------------------------------
@@ -183,17 +207,12 @@ def droppable_partitions(oldest_cutoff: datetime | None) -> list[Partition]:
 
 
 def drop_partition(partition: Partition) -> bool:
-    """Drop a partition whole; False when its lock was not had within DROP_LOCK_TIMEOUT (it
-    goes next run; the batches meanwhile delete its readings one integration at a time)."""
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(f"SET LOCAL lock_timeout = '{DROP_LOCK_TIMEOUT}'")
-        try:
-            with transaction.atomic():
-                cursor.execute(f"DROP TABLE {partition.name}")
-        except Exception as exc:  # psycopg's LockNotAvailable, wrapped by Django
-            if getattr(exc.__cause__, "sqlstate", None) != "55P03":
-                raise
-            logger.warning("partitions: %s not dropped, its lock was busy", partition.name)
-            return False
+    """Drop a partition whole; False when its lock was busy (it goes next run; the batches
+    meanwhile delete its readings one integration at a time)."""
+    if not _with_short_locks(
+        lambda cursor: cursor.execute(f"DROP TABLE {partition.name}"),
+        what=f"dropping {partition.name}",
+    ):
+        return False
     logger.info("partitions: dropped %s (~%d readings)", partition.name, partition.estimated_rows)
     return True

@@ -247,25 +247,43 @@ def test_prune_dry_run_lists_the_partitions_it_would_drop_and_drops_nothing(kept
     assert TelemetryRecord.objects.count() == 1
 
 
-@pytest.mark.django_db(transaction=True)
-def test_a_partition_whose_lock_is_busy_is_left_for_the_next_run(monkeypatch, caplog):
-    monkeypatch.setattr(partitioning, "DROP_LOCK_TIMEOUT", "200ms")
-    (name,) = ensure_partitions(now=FAR.replace(year=2040))[:1]
-    partition = next(p for p in partitions() if p.name == name)
+def reading_elsewhere(table: str) -> psycopg.Connection:
+    """Another session that has read `table` and not finished its transaction, as an analyst's
+    long query would: it holds the table's ACCESS SHARE lock."""
     db = connection.settings_dict
     analyst = psycopg.connect(
-        dbname=db["NAME"],
-        host=db["HOST"],
-        port=db["PORT"],
-        user=db["USER"],
+        dbname=db["NAME"], host=db["HOST"], port=db["PORT"], user=db["USER"],
         password=db["PASSWORD"],
-    )
-    try:
-        analyst.execute(f"SELECT count(*) FROM {name}")  # a long query, still open
+    )  # fmt: skip
+    analyst.execute(f"SELECT count(*) FROM {table}")  # noqa: S608
+    return analyst
 
+
+@pytest.mark.django_db(transaction=True)
+def test_a_partition_whose_lock_is_busy_is_dropped_next_run(monkeypatch, caplog):
+    monkeypatch.setattr(partitioning, "LOCK_TIMEOUT", "200ms")
+    later = FAR.replace(year=2040)
+    (name,) = ensure_partitions(now=later)[:1]
+    partition = next(p for p in partitions() if p.name == name)
+    analyst = reading_elsewhere(name)
+    try:
         assert partitioning.drop_partition(partition) is False
         assert name in names()
-        assert f"{name} not dropped, its lock was busy" in caplog.text
+        assert f"dropping {name} waits for the next run, a lock was busy" in caplog.text
     finally:
         analyst.close()
-        drop(*(p.name for p in partitions() if p.start and p.start >= FAR.replace(year=2040)))
+        drop(*(p.name for p in partitions() if p.start and p.start >= later))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_month_whose_default_partition_is_busy_is_created_next_run(monkeypatch, caplog):
+    monkeypatch.setattr(partitioning, "LOCK_TIMEOUT", "200ms")
+    analyst = reading_elsewhere(DEFAULT)
+    try:
+        created = ensure_partitions(now=FAR)
+
+        assert created == []
+        assert partition_name(FAR) not in names()
+        assert f"creating {partition_name(FAR)} waits for the next run" in caplog.text
+    finally:
+        analyst.close()
