@@ -26,6 +26,7 @@ from integrations.pruning import prune
 from integrations.pull.reconcile import reconcile_integration
 from integrations.pull.sync import sync_integration
 from integrations.push.minutes import roll_up_webhook_minutes
+from telemetry.partitioning import ensure_partitions
 
 logger = logging.getLogger(__name__)
 
@@ -259,13 +260,19 @@ def enqueue_backfill(integration: DeviceIntegration, *, since: datetime, until: 
 
 
 def run_prune_task() -> dict[str, Any]:
-    """The daily prune (integrations.pruning), in a worker; its counts go to the log, to the
-    prune heartbeat's detail and to django-q2's task record."""
+    """The daily maintenance, in a worker: the readings' partitions for the months ahead
+    (telemetry.partitioning, PostgreSQL), then the prune (integrations.pruning). Its counts go
+    to the log, to the prune heartbeat's detail and to django-q2's task record."""
     budget = settings.Q_CLUSTER["timeout"] * PRUNE_SHARE_OF_TIMEOUT
+    # First: a month split out of the default partition may then go whole.
+    created = ensure_partitions(now=timezone.now())
     results = prune(stop_at=time.monotonic() + budget)
     counts = {
-        "deleted": {f"{r.kind} ({r.scope})": r.rows for r in results if r.cutoff is not None},
+        "deleted": {
+            f"{r.kind} ({r.note or r.scope})": r.rows for r in results if r.cutoff is not None
+        },
         "readings_unlinked": sum(r.unlinked for r in results),
+        "partitions_created": created,
     }
     Heartbeat.objects.filter(name=PRUNE_BEAT).update(detail=counts)
     return counts

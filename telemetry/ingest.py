@@ -46,6 +46,9 @@ COLUMNS = (
     "activity_id",
     "dedup_key",
 )
+# The dedup key's unique constraint (TelemetryRecord.Meta, "telemetry_dedup"): with the reading's
+# time, which the key includes and PostgreSQL's partitions need in every unique index.
+ON_CONFLICT = "ON CONFLICT (dedup_key, device_timestamp) DO NOTHING"
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,7 +345,10 @@ def _nearest(candidates: list[dict], row: _Row, tolerance: timedelta) -> dict | 
 
 
 def _correct_time(record_id: int, row: _Row) -> None:
-    if TelemetryRecord.objects.filter(dedup_key=row.key).exists():
+    exact = TelemetryRecord.objects.filter(
+        dedup_key=row.key, device_timestamp=row.reading.timestamp
+    )
+    if exact.exists():
         # The exact copy is stored already (two approximate copies were kept): drop this one.
         TelemetryRecord.objects.filter(pk=record_id).delete()
         return
@@ -404,7 +410,8 @@ def _insert_postgresql(values: list[tuple], *, returning: bool) -> tuple[int, se
                 copy.write_row(row)
         cursor.execute(
             f"INSERT INTO {table} ({columns}) SELECT {columns} FROM gsync_ingest "  # noqa: S608
-            "ON CONFLICT (dedup_key) DO NOTHING" + (" RETURNING dedup_key" if returning else "")
+            + ON_CONFLICT
+            + (" RETURNING dedup_key" if returning else "")
         )
         inserted = cursor.rowcount
         keys = {uuid.UUID(str(row[0])) for row in cursor.fetchall()} if returning else None
@@ -442,7 +449,7 @@ def _insert_portable_returning(values: list[tuple]) -> set[uuid.UUID]:
             sql = (
                 f"INSERT INTO {table} ({', '.join(COLUMNS)}) "  # noqa: S608
                 f"VALUES {', '.join([one] * len(chunk))} "
-                "ON CONFLICT (dedup_key) DO NOTHING RETURNING dedup_key"
+                f"{ON_CONFLICT} RETURNING dedup_key"
             )
             cursor.execute(sql, [value for row in chunk for value in row])
             keys.update(uuid.UUID(str(row[0])) for row in cursor.fetchall())
@@ -453,10 +460,7 @@ def _insert_portable(values: list[tuple]) -> int:
     table = TelemetryRecord._meta.db_table
     prepared = _prepared(values)
     placeholders = ", ".join(["%s"] * len(COLUMNS))
-    sql = (
-        f"INSERT INTO {table} ({', '.join(COLUMNS)}) VALUES ({placeholders}) "  # noqa: S608
-        "ON CONFLICT (dedup_key) DO NOTHING"
-    )
+    sql = f"INSERT INTO {table} ({', '.join(COLUMNS)}) VALUES ({placeholders}) {ON_CONFLICT}"  # noqa: S608
     with connection.cursor() as cursor:
         cursor.executemany(sql, prepared)
         return cursor.rowcount

@@ -77,7 +77,10 @@ class TelemetryRecord(models.Model):
         blank=True,
         related_name="readings",
     )
-    dedup_key = models.UUIDField(unique=True, editable=False)
+    # Unique with the reading's time (Meta.constraints): the key includes that time, and on
+    # PostgreSQL, where the table is partitioned by it (telemetry.partitioning), a unique index
+    # must include it.
+    dedup_key = models.UUIDField(editable=False)
 
     class Meta:
         db_table = "device_telemetry_history"
@@ -96,6 +99,11 @@ class TelemetryRecord(models.Model):
                 condition=models.Q(time_exact=False),
                 name="telemetry_inexact_time",
             ),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["dedup_key", "device_timestamp"], name="telemetry_dedup"
+            )
         ]
         verbose_name = "telemetry reading"
 

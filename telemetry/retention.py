@@ -1,10 +1,11 @@
 """Telemetry retention: an integration's readings older than its cutoff go, in small batches.
 
-Storage rules live here, so the scheduler and `manage.py prune` ask the same two functions:
-`prune_telemetry` (which readings are old, and how they go) and `unlink_activity` (how readings
-lose the link to an activity entry that is about to be pruned). Old means Golioth's time for the
-reading (`device_timestamp`), the column the `telemetry_integration_time` index leads with and
-the one device_telemetry_history is to be partitioned by (issue 11).
+Storage rules live here, so the scheduler and `manage.py prune` ask the same functions:
+`prune_partitions` (which monthly partitions go whole), `prune_telemetry` (which readings are
+old, and how they go) and `unlink_activity` (how readings lose the link to an activity entry that
+is about to be pruned). Old means Golioth's time for the reading (`device_timestamp`), the column
+the `telemetry_integration_time` index leads with and device_telemetry_history is partitioned by
+on PostgreSQL (telemetry.partitioning).
 """
 
 from __future__ import annotations
@@ -17,11 +18,29 @@ from django.db.models import QuerySet
 
 from gsync.batches import BATCH_SIZE, delete_in_batches
 from telemetry.models import TelemetryRecord
+from telemetry.partitioning import Partition, drop_partition, droppable_partitions
 
 
-def old_readings(*, integration_id: int, cutoff: datetime) -> int:
-    """How many of the integration's readings are older than `cutoff`."""
-    return _older(integration_id=integration_id, cutoff=cutoff).count()
+def prune_partitions(*, oldest_cutoff: datetime | None, dry_run: bool = False) -> list[Partition]:
+    """Drop whole the partitions all of whose readings are older than `oldest_cutoff`, the
+    earliest of every integration's cutoff (None when one keeps its readings forever: then no
+    partition goes, since each holds every integration's readings of its month). Returns those
+    dropped (with `dry_run`, those that would be). PostgreSQL only; elsewhere nothing.
+
+    The integrations' batches (`prune_telemetry`) then delete the rest, row by row: the month a
+    cutoff falls in, and the readings of integrations that keep theirs longer.
+    """
+    droppable = droppable_partitions(oldest_cutoff)
+    if dry_run:
+        return droppable
+    return [partition for partition in droppable if drop_partition(partition)]
+
+
+def old_readings(*, integration_id: int, cutoff: datetime, since: datetime | None = None) -> int:
+    """How many of the integration's readings are older than `cutoff` (and, with `since`, not
+    older than that: what a partition drop leaves to the batches)."""
+    older = _older(integration_id=integration_id, cutoff=cutoff)
+    return (older if since is None else older.filter(device_timestamp__gte=since)).count()
 
 
 def prune_telemetry(
@@ -31,20 +50,17 @@ def prune_telemetry(
     batch_size: int = BATCH_SIZE,
     dry_run: bool = False,
     stop_at: float | None = None,
+    dropped_before: datetime | None = None,
 ) -> int:
     """Delete the integration's readings older than `cutoff`; return how many went (with
     `dry_run`, how many would go, deleting nothing).
 
     `stop_at` (a `time.monotonic()` instant) ends the work early; the rest waits for the next run.
+    `dropped_before`: a dry run's partitions to be dropped whole end there (`prune_partitions`),
+    so their readings are not counted again here.
     """
     if dry_run:
-        return old_readings(integration_id=integration_id, cutoff=cutoff)
-    # Seam for monthly partitions (issue 11): a partition whose whole month ends before `cutoff`
-    # is detached and dropped here instead of emptied row by row, and the batches below then
-    # only see the month the cutoff falls in. A partition holds every integration's readings,
-    # so it may go whole only when each integration's cutoff is past its end (an integration
-    # that keeps readings forever keeps the partition): the caller knows every cutoff, so the
-    # drop would take all of them, where this function takes one.
+        return old_readings(integration_id=integration_id, cutoff=cutoff, since=dropped_before)
     return delete_in_batches(
         _older(integration_id=integration_id, cutoff=cutoff),
         batch_size=batch_size,

@@ -9,11 +9,15 @@ runs PostgreSQL):
   shipped before, or creates its tables, is listed in REVIEWED with why it is fine.
 - the upgrade: `manage.py migrate` from the previous release's last migrations to this one's, in
   its own database holding 200k readings, leaves device_telemetry_history's storage where it was
-  (`pg_class.relfilenode` changes exactly when PostgreSQL rewrites a table or an index).
+  (`pg_class.relfilenode` changes exactly when PostgreSQL rewrites a table or an index). The
+  partitioning migration turns that table into the first partition of a partitioned table of
+  the same name: the storage is followed by the table's oid, not its name. Its one transaction
+  holding the table (telemetry 0003's `swap`) reads none of the table's rows.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import subprocess
@@ -273,7 +277,9 @@ FROM generate_series(1, 100) AS n;
 INSERT INTO device_telemetry_history (path, telemetry, device_timestamp, received_at, source,
     time_exact, dedup_key, device_id, integration_id)
 SELECT 'sensor', jsonb_build_object('seq', n, 'temp', 20 + n % 10),
-    now() - n * interval '1 second', now(), 'sync', true, md5(n::text)::uuid,
+    now() - n * interval '1 second'
+        + CASE WHEN n % {READINGS // 4} = 0 THEN interval '3 years' ELSE interval '0' END,
+    now(), 'sync', true, md5(n::text)::uuid,
     (SELECT min(id) FROM devices) + n % 100, (SELECT id FROM device_integrations)
 FROM generate_series(1, {READINGS}) AS n;
 ANALYZE device_telemetry_history;
@@ -292,16 +298,23 @@ def seed(db: psycopg.Connection) -> None:
 
 
 STORAGE = """
-SELECT c.relname, c.relfilenode FROM pg_class c
+SELECT c.oid, c.relname, c.relfilenode FROM pg_class c
 WHERE c.oid = %(table)s::regclass
    OR c.oid IN (SELECT indexrelid FROM pg_index WHERE indrelid = %(table)s::regclass)
 """
+STORAGE_OF = "SELECT oid, relname, relfilenode FROM pg_class WHERE oid = ANY(%(oids)s)"
 
 
-def storage(cursor: psycopg.Cursor, table: str) -> dict[str, int]:
-    """The relfilenode of the table and of each of its indexes: a rewrite gives it a new one."""
+def storage(cursor: psycopg.Cursor, table: str) -> dict[int, tuple[str, int]]:
+    """By oid, the name and relfilenode of the table and of each of its indexes: a rewrite gives
+    a relation a new relfilenode."""
     cursor.execute(STORAGE, {"table": table})
-    return dict(cursor.fetchall())
+    return {oid: (name, node) for oid, name, node in cursor.fetchall()}
+
+
+def storage_of(cursor: psycopg.Cursor, oids: list[int]) -> dict[int, tuple[str, int]]:
+    cursor.execute(STORAGE_OF, {"oids": oids})
+    return {oid: (name, node) for oid, name, node in cursor.fetchall()}
 
 
 @pytest.mark.slow
@@ -315,13 +328,54 @@ def test_migrate_from_the_previous_release_does_not_rewrite_the_big_tables(upgra
     manage(upgrade_database, "migrate")
 
     with psycopg.connect(dbname=upgrade_database, **server_params()) as db:
-        after = {table: storage(db.cursor(), table) for table in BIG_TABLES}
+        after = {table: storage_of(db.cursor(), list(before[table])) for table in BIG_TABLES}
         count = db.execute("SELECT count(*) FROM device_telemetry_history").fetchone()
+        (old_table,) = [oid for oid, (name, _) in before["device_telemetry_history"].items()
+                        if name == "device_telemetry_history"]  # fmt: skip
+        where = db.execute(
+            "SELECT c.relname, p.relname FROM pg_class c JOIN pg_inherits i ON i.inhrelid = c.oid "
+            "JOIN pg_class p ON p.oid = i.inhparent WHERE c.oid = %s",
+            [old_table],
+        ).fetchone()
     rewritten = [
-        f"{table}: {relation}"
+        f"{table}: {name} (now {after[table][oid][0]})"
         for table, relations in before.items()
-        for relation, node in relations.items()
-        if after[table].get(relation, node) != node
+        for oid, (name, node) in relations.items()
+        if oid in after[table] and after[table][oid][1] != node
     ]
     assert rewritten == []
+    # Every reading is there, those of a clock three years ahead too (moved out and back in).
     assert count == (READINGS,)
+    assert where == ("device_telemetry_history_initial", "device_telemetry_history")
+
+
+@pytest.mark.slow
+def test_partitioning_swap_reads_no_row_of_the_existing_table(upgrade_database):
+    """ATTACH PARTITION finds the indexes, foreign keys and validated range it needs, so the
+    transaction that holds the table does not scan it (PostgreSQL counts scans per
+    transaction in pg_stat_xact_user_tables)."""
+    plan = importlib.import_module("telemetry.migrations.0003_partition_by_month")
+    for app, name in PREVIOUS_RELEASE.items():
+        manage(upgrade_database, "migrate", app, name)
+    bound = "'2027-01-01 00:00:00+00'"
+    with psycopg.connect(dbname=upgrade_database, autocommit=True, **server_params()) as db:
+        seed(db)
+        (old_table,) = db.execute("SELECT 'device_telemetry_history'::regclass::oid").fetchone()
+        for statement in plan.prepare(bound):
+            db.execute(statement)
+    # A connection of its own: a session's scan counts wait a while before PostgreSQL files
+    # them, so the preparation's scans (VALIDATE reads the table) would still show.
+    with psycopg.connect(dbname=upgrade_database, autocommit=True, **server_params()) as db:
+        with db.transaction():
+            for statement in plan.swap(bound, []):
+                db.execute(statement)
+            scans = db.execute(
+                "SELECT seq_scan, idx_scan FROM pg_stat_xact_user_tables WHERE relid = %s",
+                [old_table],
+            ).fetchone()
+        partitions = db.execute(
+            "SELECT count(*) FROM pg_inherits "
+            "WHERE inhparent = 'device_telemetry_history'::regclass"
+        ).fetchone()
+    assert scans == (0, 0)
+    assert partitions == (2,)  # the existing table and the default partition

@@ -2,7 +2,8 @@
 
 The daily task (integrations.scheduling.run_prune_task) does the same; this shows the figures
 first: per kind (webhook deliveries, activity entries, each integration's readings) the rows
-older than the cutoff, and the cutoff.
+older than the cutoff, and the cutoff; on PostgreSQL, the monthly partitions of readings that go
+whole (telemetry.partitioning).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from gsync.batches import BATCH_SIZE
-from integrations.pruning import ACTIVITY, Pruned, prune, shown, summary
+from integrations.pruning import ACTIVITY, PARTITION, Pruned, prune, shown, summary
 
 HEADER = ("kind", "integration", "older than", "rows")
 
@@ -62,6 +63,9 @@ def table(results: list[Pruned]) -> list[str]:
 def _row(result: Pruned) -> tuple[str, str, str, str]:
     if result.cutoff is None:
         return (result.kind, result.scope, result.note, "-")
+    if result.kind == PARTITION:
+        kind, count = f"{result.kind} {result.note}", f"~{result.rows} (whole, estimated)"
+        return (kind, result.scope, shown(result.cutoff), count)
     count = str(result.rows)
     if result.kind == ACTIVITY and result.unlinked:
         count += f" (linked by {result.unlinked} readings)"
