@@ -356,12 +356,12 @@ class WebhookDelivery(models.Model):
     readings_duplicate = models.PositiveIntegerField(default=0)
     processed_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0)
-    # Null on rows stored before they were recorded, and while nothing answered yet.
+    # Null (and the device "") on rows stored before they were recorded, or not answered.
     response_status = models.SmallIntegerField(
         "HTTP status", null=True, blank=True, help_text="What the webhook answered the sender."
     )
     device_external_id = models.CharField(
-        "device", max_length=64, null=True, blank=True, help_text="The reading's Golioth device id."
+        "device", max_length=64, blank=True, help_text="The reading's Golioth device id."
     )
 
     class Meta:

@@ -1,6 +1,7 @@
 """Webhook deliveries' HTTP status answered and device, for the deliveries list (issue 12).
 
-Both columns are nullable without a default: ADD COLUMN touches no row, old deliveries show "-".
+The status is nullable, the device a constant '' default: neither ADD COLUMN rewrites the table
+(PostgreSQL 11+ keeps a constant default in the catalogue); old deliveries show "-".
 The device's index is built CONCURRENTLY on PostgreSQL (non-atomic migration), as 0010's is.
 """
 
@@ -34,11 +35,12 @@ class Migration(migrations.Migration):
             name="device_external_id",
             field=models.CharField(
                 blank=True,
+                default="",
                 help_text="The reading's Golioth device id.",
                 max_length=64,
-                null=True,
                 verbose_name="device",
             ),
+            preserve_default=False,
         ),
         AddIndexConcurrentlyOnPostgres(
             model_name="webhookdelivery",
