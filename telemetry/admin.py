@@ -12,6 +12,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
 from gsync.admin_display import BigTableAdmin, ReadOnlyAdmin, pretty_json, short_json
+from gsync.admin_filters import TimeRangeFilter
 from telemetry.models import Device, TelemetryRecord
 
 LATEST_READINGS = 20
@@ -112,6 +113,11 @@ class DeviceListFilter(admin.SimpleListFilter):
         return queryset
 
 
+class ReadingTimeFilter(TimeRangeFilter):
+    title = "reading time"
+    field_name = "device_timestamp"
+
+
 @admin.register(TelemetryRecord)
 class TelemetryRecordAdmin(BigTableAdmin):
     list_display = [
@@ -123,7 +129,7 @@ class TelemetryRecordAdmin(BigTableAdmin):
         "time_exact",
         "short_telemetry",
     ]
-    list_filter = ["integration", "source", "time_exact", DeviceListFilter]
+    list_filter = [ReadingTimeFilter, "integration", "source", "time_exact", DeviceListFilter]
     # Exact matches only: each is an indexed lookup of a few devices, never a scan of readings.
     search_fields = ["=device__external_id", "=device__name"]
     search_help_text = "A device's Golioth id or name (exact, any case)."

@@ -241,3 +241,57 @@ def test_mirrored_devices_cannot_be_deleted_from_the_admin(admin_client, fleet):
     response = admin_client.post(f"{DEVICES_URL}{fleet[0].pk}/delete/", {"post": "yes"})
     assert response.status_code == 403
     assert Device.objects.filter(pk=fleet[0].pk).exists()
+
+
+# --- time range (issue 12 point 6) ---------------------------------------------------------------
+
+
+def seqs(response) -> list[int]:
+    return sorted(r.telemetry["seq"] for r in response.context["cl"].result_list)
+
+
+def test_telemetry_filter_by_reading_time_from_and_to(admin_client, fleet):
+    add_readings(fleet[0], 20)  # one a minute from 12:00
+
+    response = admin_client.get(
+        READINGS_URL, {"from": "2026-03-01 12:05", "to": "2026-03-01T12:10:00Z"}
+    )
+
+    assert seqs(response) == [5, 6, 7, 8, 9]  # from inclusive, to exclusive
+    page = response.content.decode()
+    assert 'value="2026-03-01 12:05"' in page  # the form shows what was typed
+
+
+def test_telemetry_filter_by_preset_range_keeps_the_search(admin_client, fleet):
+    now = datetime.now(UTC)
+    add_readings(fleet[0], 3, start=now - timedelta(minutes=30))
+    add_readings(fleet[0], 3, start=now - timedelta(hours=3))
+    add_readings(fleet[1], 3, start=now - timedelta(minutes=30))
+
+    page = admin_client.get(READINGS_URL).content.decode()
+    response = admin_client.get(READINGS_URL, {"from": "1h", "q": "weather-berlin"})
+
+    assert "?from=1h" in page and "Last 24 hours" in page
+    assert {r.device_id for r in response.context["cl"].result_list} == {fleet[0].pk}
+    assert seqs(response) == [0, 1, 2]
+    assert 'name="q" value="weather-berlin"' in response.content.decode()
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"from": "yesterday"}, "From: &#x27;yesterday&#x27; is not a time. Use an ISO 8601 date"),
+        ({"to": "2026-13-01"}, "To: &#x27;2026-13-01&#x27; is not a time."),
+        ({"from": "2026-03-02", "to": "2026-03-01"}, "From must be before To."),
+    ],
+)
+def test_telemetry_bad_time_range_says_why_and_shows_nothing(admin_client, fleet, params, message):
+    add_readings(fleet[0], 3)
+
+    response = admin_client.get(READINGS_URL, params)
+
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert f"Filter by reading time: {message}" in page  # the message at the top
+    assert list(response.context["cl"].result_list) == []
+    assert TelemetryRecord.objects.count() == 3
