@@ -12,6 +12,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
 from gsync.admin_display import BigTableAdmin, ReadOnlyAdmin, pretty_json, short_json
+from gsync.admin_export import ExportAdmin
 from gsync.admin_filters import TimeRangeFilter
 from telemetry.models import Device, TelemetryRecord
 
@@ -119,7 +120,7 @@ class ReadingTimeFilter(TimeRangeFilter):
 
 
 @admin.register(TelemetryRecord)
-class TelemetryRecordAdmin(BigTableAdmin):
+class TelemetryRecordAdmin(ExportAdmin, BigTableAdmin):
     list_display = [
         "device_timestamp",
         "device",
@@ -136,6 +137,17 @@ class TelemetryRecordAdmin(BigTableAdmin):
     date_hierarchy = "device_timestamp"
     list_select_related = ["device", "integration"]
     sortable_by = ["device_timestamp"]
+    export_fields = [
+        ("device_timestamp", "device_timestamp"),
+        ("device", "device__name"),
+        ("device_id", "device__external_id"),
+        ("integration", "integration__name"),
+        ("path", "path"),
+        ("source", "source"),
+        ("time_exact", "time_exact"),
+        ("received_at", "received_at"),
+        ("telemetry", "telemetry"),
+    ]
     fieldsets = [
         (None, {"fields": ["device", "integration", ("device_timestamp", "time_exact")]}),
         (None, {"fields": [("path", "source"), "received_at", "activity", "dedup_key"]}),

@@ -14,6 +14,7 @@ from gsync.admin_display import (
     format_duration,
     pretty_json,
 )
+from gsync.admin_export import ExportAdmin
 from integrations.models import ActivityLog
 
 WEBHOOK_ACTIVITY = (
@@ -23,7 +24,7 @@ WEBHOOK_ACTIVITY = (
 
 
 @admin.register(ActivityLog)
-class ActivityLogAdmin(BigTableAdmin):
+class ActivityLogAdmin(ExportAdmin, BigTableAdmin):
     list_display = [
         "started_at",
         "integration",
@@ -50,6 +51,31 @@ class ActivityLogAdmin(BigTableAdmin):
     date_hierarchy = "started_at"
     list_select_related = ["integration"]
     sortable_by = ["started_at"]
+    export_fields = [
+        (name, "integration__name" if name == "integration" else name)
+        for name in (
+            "started_at",
+            "completed_at",
+            "integration",
+            "activity_type",
+            "status",
+            "trigger",
+            "direction",
+            "message",
+            "error_message",
+            "devices_seen",
+            "readings_fetched",
+            "readings_inserted",
+            "readings_duplicate",
+            "api_calls",
+            "retries",
+            "deliveries",
+            "response_time_ms",
+            "window_start",
+            "window_end",
+            "metadata",
+        )
+    ]
     fieldsets = [
         (
             None,
