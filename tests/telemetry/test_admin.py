@@ -108,8 +108,52 @@ def test_device_page_shows_latest_readings(admin_client, fleet):
     assert "&quot;seq&quot;: 24" in page  # the newest
     assert "&quot;seq&quot;: 5," in page  # the 20th newest
     assert "&quot;seq&quot;: 4," not in page
+    assert "The newest 20 are shown." in page
     assert f"{READINGS_URL}?device={device.pk}" in page
     assert 'name="_save"' not in page  # read-only: it all comes from Golioth
+
+
+def test_device_page_shows_readings_as_a_table_of_flattened_keys(admin_client, fleet):
+    """Issue 12: twenty pretty-printed readings made a device page ~4,000 px long."""
+    device = fleet[0]
+    reading = {"temp": 21.5, "env": {"hum": 40, "air": {"co2": 410}}, "tags": ["a", "b"]}
+    TelemetryRecord.objects.create(
+        device=device,
+        integration_id=device.integration_id,
+        telemetry=reading,
+        device_timestamp=START,
+        source="webhook",
+        dedup_key=uuid.uuid4(),
+    )
+
+    page, _ = get(admin_client, f"{DEVICES_URL}{device.pk}/change/")
+
+    table = page.split('class="gsync-readings"')[1].split("</table>")[0]
+    headers = re.findall(r"<th[^>]*>([^<]*)</th>", table)
+    assert headers == ["Time", "Path", "Source", "env.air.co2", "env.hum", "tags", "temp", "Raw"]
+    cells = re.findall(r'<td><span title="([^"]*)">', table)
+    assert cells == ["410", "40", "[&quot;a&quot;,&quot;b&quot;]", "21.5"]
+    assert "2026-03-01 12:00:00" in table and "Webhook" in table
+    assert "<details><summary>JSON</summary>" in table  # the raw reading on demand
+    assert "&quot;co2&quot;: 410" in table
+
+
+def test_device_page_bounds_its_reading_columns(admin_client, fleet):
+    device = fleet[0]
+    TelemetryRecord.objects.create(
+        device=device,
+        integration_id=device.integration_id,
+        telemetry={f"k{i:02}": "x" * 100 for i in range(12)},
+        device_timestamp=START,
+        dedup_key=uuid.uuid4(),
+    )
+
+    page, _ = get(admin_client, f"{DEVICES_URL}{device.pk}/change/")
+
+    table = page.split('class="gsync-readings"')[1].split("</table>")[0]
+    assert ">k07<" in table and ">k08<" not in table and "+4 keys" in table
+    assert f'title="{"x" * 100}">{"x" * 23}…<' in table  # cut, the whole value on hover
+    assert "&quot;k11&quot;" in table  # every key in the raw JSON
 
 
 def test_device_cannot_be_added_by_hand(admin_client, fleet):
