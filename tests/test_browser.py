@@ -115,3 +115,161 @@ def test_admin_flow_in_chromium(browser_page, live_server, admin_user, golioth, 
         entries.values_list("activity_type", flat=True)
     )
     assert os.path.getsize(OUTPUT / "dashboard.png") > 5_000
+
+
+# --- the operator's walk at 1280 px (issue 12, "Done when") --------------------------------------
+
+LAPTOP = {"width": 1280, "height": 900}
+# How far the page, and the changelist table inside its box, reach past the window's width.
+OVERFLOW_JS = """() => {
+  const doc = document.documentElement;
+  const found = {page: doc.scrollWidth - window.innerWidth};
+  const table = document.querySelector('#result_list');
+  if (table) {
+    const box = table.closest('.results') || table.parentElement;
+    found.table = table.scrollWidth - box.clientWidth;
+  }
+  return found;
+}"""
+
+
+def assert_fits(page, screen: str) -> None:
+    overflow = page.evaluate(OVERFLOW_JS)
+    assert overflow["page"] <= 0, f"{screen} scrolls sideways by {overflow['page']} px"
+    assert overflow.get("table", 0) <= 0, f"{screen}: its table is {overflow['table']} px too wide"
+
+
+def shoot(page, name: str) -> None:
+    page.screenshot(path=str(OUTPUT / f"walk-{name}.png"), full_page=True)
+
+
+def log_in(page, live_server) -> None:
+    page.goto(f"{live_server.url}/admin/")
+    page.fill("#id_username", "admin")
+    page.fill("#id_password", "password")
+    page.get_by_role("button", name="Log in").click()
+
+
+def test_operator_walk_at_1280_px(
+    browser_page, live_server, admin_user, golioth, golioth_integration, monkeypatch
+):
+    """Login, dashboard, integration page, Sync now, the run's entry, a device, its readings
+    exported as CSV: each screen at 1280 px without sideways scrolling, each saved."""
+    monkeypatch.setattr(Conf, "SYNC", True)
+    page = browser_page
+    page.set_viewport_size(LAPTOP)
+    now = timezone.now()
+    golioth.seed_fleet(6, 20, start=now - timedelta(hours=12), end=now - timedelta(minutes=2))
+    integration = golioth_integration
+    integration.settings = {
+        **integration.settings,
+        "backfillFrom": (now - timedelta(days=1)).isoformat(),
+    }
+    integration.save()
+
+    log_in(page, live_server)
+    assert "gsync at a glance" in page.content()
+    assert_fits(page, "dashboard")
+    shoot(page, "1-dashboard")
+
+    page.goto(f"{live_server.url}/admin/integrations/deviceintegration/{integration.pk}/change/")
+    assert_fits(page, "integration page")
+    shoot(page, "2-integration")
+    page.locator("#gsync-panel").get_by_role("button", name="Sync now").click()
+    message = page.locator("ul.messagelist")
+    assert "Sync of “sim-fleet” queued" in message.inner_text()
+    assert_fits(page, "integration page after Sync now")
+    shoot(page, "3-sync-now")
+
+    message.get_by_role("link").first.click()
+    entry = ActivityLog.objects.get(integration=integration, activity_type="sync_import")
+    assert page.url.endswith(f"/admin/integrations/activitylog/{entry.pk}/change/")
+    assert "Success" in page.content()
+    assert_fits(page, "the run's entry")
+    shoot(page, "4-run-entry")
+
+    page.goto(f"{live_server.url}/admin/telemetry/device/")
+    assert_fits(page, "devices")
+    page.locator("#result_list tbody tr th a").first.click()
+    assert "gsync-readings" in page.content()
+    assert_fits(page, "device page")
+    shoot(page, "5-device")
+    device_name = page.locator("#id_name, .field-name .readonly").first.inner_text()
+
+    page.get_by_role("link", name="All readings of this device").click()
+    assert_fits(page, "the device's readings")
+    shoot(page, "6-device-readings")
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Export CSV").click()
+    exported = download.value.path().read_text()
+    rows = exported.splitlines()[1:]
+    assert rows and len(rows) == TelemetryRecord.objects.filter(device__name=device_name).count()
+    assert all(f",{device_name}," in row for row in rows)
+
+
+def admin_screens(live_server) -> list[tuple[str, str]]:
+    """(name, URL) of the dashboard, every changelist, and a change page of each model that has
+    a row (an add page where staff may add)."""
+    from django.contrib import admin
+
+    screens = [("dashboard", f"{live_server.url}/admin/")]
+    for model, model_admin in admin.site._registry.items():
+        opts = model._meta
+        base = f"{live_server.url}/admin/{opts.app_label}/{opts.model_name}/"
+        screens.append((f"{opts.model_name} list", base))
+        first = model._default_manager.order_by("pk").first()
+        if first is not None:
+            screens.append((f"{opts.model_name} page", f"{base}{first.pk}/change/"))
+        elif model_admin.has_add_permission(_StaffRequest()):
+            screens.append((f"{opts.model_name} add", f"{base}add/"))
+    return screens
+
+
+class _StaffRequest:
+    class user:  # noqa: N801 - a stand-in for request.user
+        is_active = is_staff = is_superuser = True
+
+        @staticmethod
+        def has_perm(perm: str) -> bool:
+            return True
+
+
+def test_every_admin_screen_fits_1280_px(
+    browser_page, live_server, admin_user, golioth, golioth_integration, client, monkeypatch
+):
+    monkeypatch.setattr(Conf, "SYNC", True)
+    page = browser_page
+    page.set_viewport_size(LAPTOP)
+    now = timezone.now()
+    golioth.seed_fleet(4, 10, start=now - timedelta(hours=6), end=now - timedelta(minutes=2))
+    integration = golioth_integration
+    integration.settings = {
+        **integration.settings,
+        "backfillFrom": (now - timedelta(days=1)).isoformat(),
+    }
+    integration.webhook_enabled = True
+    integration.add_webhook_secret("whsec-browser-0123456789")
+    integration.save()
+    from integrations.pull.sync import sync_integration
+
+    sync_integration(integration)
+    long_error = "Golioth answered 503 Service Unavailable: " + "upstream timed out " * 20
+    ActivityLog.objects.log(
+        integration, activity_type="sync_import", status="failed", error_message=long_error
+    )
+    client.post(
+        integration.webhook_path,
+        b'{"temp": 1}',
+        content_type="application/json",
+        headers={"Authorization": "whsec-browser-0123456789", "Ce-Source": "browser-device-0001"},
+    )
+
+    log_in(page, live_server)
+    too_wide = []
+    for name, url in admin_screens(live_server):
+        page.goto(url)
+        overflow = page.evaluate(OVERFLOW_JS)
+        if overflow["page"] > 0 or overflow.get("table", 0) > 0:
+            too_wide.append((name, overflow))
+            page.screenshot(path=str(OUTPUT / f"too-wide-{name.replace(' ', '-')}.png"))
+    assert not too_wide, "\n".join(f"{name}: {overflow}" for name, overflow in too_wide)
