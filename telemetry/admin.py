@@ -11,7 +11,7 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from gsync.admin_display import BigTableAdmin, ReadOnlyAdmin, pretty_json, short_json
+from gsync.admin_display import BigTableAdmin, ReadOnlyAdmin, admin_time, pretty_json, short_json
 from gsync.admin_export import ExportAdmin
 from gsync.admin_filters import TimeRangeFilter
 from integrations.admin.badges import truncated
@@ -103,7 +103,7 @@ def readings_table(readings: list[TelemetryRecord]) -> SafeString:
         "<tr><td>{}</td><td>{}</td><td>{}</td>{}<td>{}</td></tr>",
         (
             (
-                r.device_timestamp,
+                admin_time(r.device_timestamp),
                 r.path or "-",
                 r.get_source_display(),
                 _cells(values, shown, extra=hidden > 0),

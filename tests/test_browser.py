@@ -133,6 +133,29 @@ OVERFLOW_JS = """() => {
 }"""
 
 
+# The visible text of the page's content, JSON and bodies (raw data, shown as stored) and help
+# texts (examples of what to type) left out.
+CONTENT_TEXT_JS = """() => {
+  const content = document.querySelector('#content').cloneNode(true);
+  content.querySelectorAll('pre, textarea, select, .help, .helptext').forEach(e => e.remove());
+  return content.innerText;
+}"""
+# Times shown any other way than gsync.formats' 2026-03-01 12:00:05.
+OTHER_TIME_FORMATS = re.compile(
+    r"\d{4}-\d\d-\d\dT\d\d:\d\d"  # ISO's T
+    r"|\d\d:\d\d:\d\d(?:\.\d+|[+-]\d\d:\d\d)"  # microseconds or an offset
+    r"|\d{4}-\d\d-\d\d \d\d:\d\d(?!:\d\d)"  # no seconds
+    r"|\b(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)[a-z]*\.? \d{1,2}\b"  # month names
+    r"|\d [ap]\.m\."
+)
+
+
+def other_time_formats(page) -> list[str]:
+    """Each time shown another way, with the words before it."""
+    text = " ".join(page.evaluate(CONTENT_TEXT_JS).split())
+    return [text[max(0, m.start() - 60) : m.end()] for m in OTHER_TIME_FORMATS.finditer(text)]
+
+
 def assert_fits(page, screen: str) -> None:
     overflow = page.evaluate(OVERFLOW_JS)
     assert overflow["page"] <= 0, f"{screen} scrolls sideways by {overflow['page']} px"
@@ -234,7 +257,7 @@ class _StaffRequest:
             return True
 
 
-def test_every_admin_screen_fits_1280_px(
+def test_every_admin_screen_fits_1280_px_and_shows_one_time_format(
     browser_page, live_server, admin_user, golioth, golioth_integration, client, monkeypatch
 ):
     monkeypatch.setattr(Conf, "SYNC", True)
@@ -265,11 +288,14 @@ def test_every_admin_screen_fits_1280_px(
     )
 
     log_in(page, live_server)
-    too_wide = []
+    too_wide, formats = [], []
     for name, url in admin_screens(live_server):
         page.goto(url)
         overflow = page.evaluate(OVERFLOW_JS)
         if overflow["page"] > 0 or overflow.get("table", 0) > 0:
             too_wide.append((name, overflow))
             page.screenshot(path=str(OUTPUT / f"too-wide-{name.replace(' ', '-')}.png"))
+        if found := other_time_formats(page):
+            formats.append((name, found))
     assert not too_wide, "\n".join(f"{name}: {overflow}" for name, overflow in too_wide)
+    assert not formats, "\n".join(f"{name}: {found}" for name, found in formats)
