@@ -59,7 +59,7 @@ def bounded_json(value: Any, *, limit: int, **options: Any) -> tuple[str, bool]:
 def admin_time(moment: datetime | None) -> str:
     """A time as the changelists show theirs (gsync.formats: 2026-03-01 12:00:05, TIME_ZONE),
     for the HTML gsync builds itself."""
-    return formats.localize(timezone.template_localtime(moment)) if moment else "-"
+    return formats.localize(timezone.localtime(moment)) if moment else "-"
 
 
 def format_duration(milliseconds: int | None) -> str:

@@ -16,8 +16,8 @@ from typing import Any, ClassVar
 
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
-from django.http.response import StreamingHttpResponse
+from django.http import Http404, HttpRequest, HttpResponseBadRequest
+from django.http.response import HttpResponseBase, StreamingHttpResponse
 from django.urls import URLPattern, path
 from django.utils import timezone
 
@@ -38,7 +38,7 @@ class ExportAdmin(admin.ModelAdmin):
         view = self.admin_site.admin_view(self.export_view)
         return [path("export/<str:fmt>/", view, name=name), *super().get_urls()]
 
-    def export_view(self, request: HttpRequest, fmt: str) -> HttpResponse:
+    def export_view(self, request: HttpRequest, fmt: str) -> HttpResponseBase:
         if fmt not in FORMATS:
             raise Http404(f"no export format {fmt!r}: csv or jsonl")
         if not self.has_view_or_change_permission(request):

@@ -64,7 +64,7 @@ class TimeRangeFilter(admin.ListFilter):
     def has_output(self) -> bool:
         return True
 
-    def expected_parameters(self) -> list[str]:
+    def expected_parameters(self) -> list[str | None]:
         return [FROM, TO]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
