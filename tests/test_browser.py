@@ -17,6 +17,7 @@ from django.utils import timezone
 from django_q.conf import Conf
 
 from integrations.models import ActivityLog, DeviceIntegration
+from integrations.pull.sync import sync_integration
 from telemetry.models import TelemetryRecord
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -166,6 +167,20 @@ def shoot(page, name: str) -> None:
     page.screenshot(path=str(OUTPUT / f"walk-{name}.png"), full_page=True)
 
 
+def seeded(golioth, integration, *, devices: int, readings: int) -> DeviceIntegration:
+    """The simulator holds `readings` per device over the last 12 hours; the integration's
+    first run reads them all."""
+    now = timezone.now()
+    start, end = now - timedelta(hours=12), now - timedelta(minutes=2)
+    golioth.seed_fleet(devices, readings, start=start, end=end)
+    integration.settings = {
+        **integration.settings,
+        "backfillFrom": (now - timedelta(days=1)).isoformat(),
+    }
+    integration.save()
+    return integration
+
+
 def log_in(page, live_server) -> None:
     page.goto(f"{live_server.url}/admin/")
     page.fill("#id_username", "admin")
@@ -181,14 +196,7 @@ def test_operator_walk_at_1280_px(
     monkeypatch.setattr(Conf, "SYNC", True)
     page = browser_page
     page.set_viewport_size(LAPTOP)
-    now = timezone.now()
-    golioth.seed_fleet(6, 20, start=now - timedelta(hours=12), end=now - timedelta(minutes=2))
-    integration = golioth_integration
-    integration.settings = {
-        **integration.settings,
-        "backfillFrom": (now - timedelta(days=1)).isoformat(),
-    }
-    integration.save()
+    integration = seeded(golioth, golioth_integration, devices=6, readings=20)
 
     log_in(page, live_server)
     assert "gsync at a glance" in page.content()
@@ -263,18 +271,10 @@ def test_every_admin_screen_fits_1280_px_and_shows_one_time_format(
     monkeypatch.setattr(Conf, "SYNC", True)
     page = browser_page
     page.set_viewport_size(LAPTOP)
-    now = timezone.now()
-    golioth.seed_fleet(4, 10, start=now - timedelta(hours=6), end=now - timedelta(minutes=2))
-    integration = golioth_integration
-    integration.settings = {
-        **integration.settings,
-        "backfillFrom": (now - timedelta(days=1)).isoformat(),
-    }
+    integration = seeded(golioth, golioth_integration, devices=4, readings=10)
     integration.webhook_enabled = True
     integration.add_webhook_secret("whsec-browser-0123456789")
     integration.save()
-    from integrations.pull.sync import sync_integration
-
     sync_integration(integration)
     long_error = "Golioth answered 503 Service Unavailable: " + "upstream timed out " * 20
     ActivityLog.objects.log(

@@ -46,30 +46,10 @@ class ActivityLogAdmin(ExportAdmin, BigTableAdmin):
     date_hierarchy = "started_at"
     list_select_related = ["integration"]
     sortable_by = ["started_at"]
+    # Every column of the log, the integration by name.
     export_fields = [
-        (name, "integration__name" if name == "integration" else name)
-        for name in (
-            "started_at",
-            "completed_at",
-            "integration",
-            "activity_type",
-            "status",
-            "trigger",
-            "direction",
-            "message",
-            "error_message",
-            "devices_seen",
-            "readings_fetched",
-            "readings_inserted",
-            "readings_duplicate",
-            "api_calls",
-            "retries",
-            "deliveries",
-            "response_time_ms",
-            "window_start",
-            "window_end",
-            "metadata",
-        )
+        ("integration", "integration__name") if field.name == "integration" else (field.name,) * 2
+        for field in ActivityLog._meta.concrete_fields
     ]
     fieldsets = [
         (
