@@ -212,22 +212,25 @@ def test_operator_walk_at_1280_px(
     assert_fits(page, "integration page after Sync now")
     shoot(page, "3-sync-now")
 
-    message.get_by_role("link").first.click()
     entry = ActivityLog.objects.get(integration=integration, activity_type="sync_import")
-    assert page.url.endswith(f"/admin/integrations/activitylog/{entry.pk}/change/")
-    assert "Success" in page.content()
+    message.get_by_role("link").first.click()
+    # Each click that leads to another page waits for it to load (wait_for_url's default).
+    page.wait_for_url(f"**/admin/integrations/activitylog/{entry.pk}/change/")
+    assert "Success" in page.locator("#content").inner_text()
     assert_fits(page, "the run's entry")
     shoot(page, "4-run-entry")
 
     page.goto(f"{live_server.url}/admin/telemetry/device/")
     assert_fits(page, "devices")
     page.locator("#result_list tbody tr th a").first.click()
-    assert "gsync-readings" in page.content()
+    page.wait_for_url("**/admin/telemetry/device/*/change/")
+    assert page.locator("table.gsync-readings tbody tr").count() == 20
     assert_fits(page, "device page")
     shoot(page, "5-device")
     device_name = page.locator("#id_name, .field-name .readonly").first.inner_text()
 
     page.get_by_role("link", name="All readings of this device").click()
+    page.wait_for_url("**/admin/telemetry/telemetryrecord/?device=*")
     assert_fits(page, "the device's readings")
     shoot(page, "6-device-readings")
     with page.expect_download() as download:
