@@ -56,6 +56,12 @@ def bounded_json(value: Any, *, limit: int, **options: Any) -> tuple[str, bool]:
     return "".join(chunks), False
 
 
+def admin_time(moment: datetime | None) -> str:
+    """A time as the changelists show theirs (gsync.formats: 2026-03-01 12:00:05, TIME_ZONE),
+    for the HTML gsync builds itself."""
+    return formats.localize(timezone.localtime(moment)) if moment else "-"
+
+
 def format_duration(milliseconds: int | None) -> str:
     if milliseconds is None:
         return "-"

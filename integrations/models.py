@@ -356,6 +356,13 @@ class WebhookDelivery(models.Model):
     readings_duplicate = models.PositiveIntegerField(default=0)
     processed_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0)
+    # Null (and the device "") on rows stored before they were recorded, or not answered.
+    response_status = models.SmallIntegerField(
+        "HTTP status", null=True, blank=True, help_text="What the webhook answered the sender."
+    )
+    device_external_id = models.CharField(
+        "device", max_length=64, blank=True, help_text="The reading's Golioth device id."
+    )
 
     class Meta:
         db_table = "webhook_deliveries"
@@ -365,6 +372,7 @@ class WebhookDelivery(models.Model):
             models.Index(
                 fields=["integration", "-received_at"], name="delivery_integration_newest"
             ),
+            models.Index(fields=["device_external_id"], name="delivery_device"),
             # The ingest workers' queue: small however many deliveries are kept.
             models.Index(
                 fields=["id"],

@@ -108,4 +108,4 @@ class TelemetryRecord(models.Model):
         verbose_name = "telemetry reading"
 
     def __str__(self) -> str:
-        return f"{self.device_id} @ {self.device_timestamp:%Y-%m-%d %H:%M:%S.%f}"
+        return f"{self.device_id} @ {self.device_timestamp:%Y-%m-%d %H:%M:%S}"

@@ -6,14 +6,16 @@ from typing import Any
 
 from django.contrib import admin
 from django.http import HttpRequest
+from django.utils.html import format_html
 from django.utils.safestring import SafeString
-from django.utils.text import Truncator
 
 from gsync.admin_display import (
     BigTableAdmin,
     format_duration,
     pretty_json,
 )
+from gsync.admin_export import ExportAdmin
+from integrations.admin.badges import badge, truncated
 from integrations.models import ActivityLog
 
 WEBHOOK_ACTIVITY = (
@@ -23,19 +25,13 @@ WEBHOOK_ACTIVITY = (
 
 
 @admin.register(ActivityLog)
-class ActivityLogAdmin(BigTableAdmin):
+class ActivityLogAdmin(ExportAdmin, BigTableAdmin):
     list_display = [
         "started_at",
         "integration",
-        "activity_type",
-        "status",
-        "trigger",
-        "devices_seen",
-        "readings_fetched",
-        "readings_inserted",
-        "readings_duplicate",
-        "calls",
-        "retries",
+        "kind",
+        "status_badge",
+        "counts",
         "duration",
         "short_message",
     ]
@@ -50,6 +46,11 @@ class ActivityLogAdmin(BigTableAdmin):
     date_hierarchy = "started_at"
     list_select_related = ["integration"]
     sortable_by = ["started_at"]
+    # Every column of the log, the integration by name.
+    export_fields = [
+        ("integration", "integration__name") if field.name == "integration" else (field.name,) * 2
+        for field in ActivityLog._meta.concrete_fields
+    ]
     fieldsets = [
         (
             None,
@@ -96,19 +97,49 @@ class ActivityLogAdmin(BigTableAdmin):
             for name, options in self.fieldsets
         ]
 
-    @admin.display(description="Calls")
-    def calls(self, obj: ActivityLog) -> str:
+    @admin.display(description="Activity", ordering="activity_type")
+    def kind(self, obj: ActivityLog) -> SafeString:
+        return format_html(
+            '{}<div class="help" title="Trigger">{}</div>',
+            obj.get_activity_type_display(),
+            obj.get_trigger_display(),
+        )
+
+    @admin.display(description="Status", ordering="status")
+    def status_badge(self, obj: ActivityLog) -> SafeString:
+        return badge(obj.get_status_display(), obj.status)
+
+    @admin.display(description="Counts")
+    def counts(self, obj: ActivityLog) -> SafeString | str:
+        """One short line, only the counts the entry's kind has (a webhook minute makes no API
+        call and sees no device list); each named in full on hover."""
         if obj.activity_type in WEBHOOK_ACTIVITY:
-            return f"Deliveries {obj.deliveries}"
-        return f"API calls {obj.api_calls}"
+            parts = [(obj.deliveries, "deliveries", "webhook deliveries")]
+        else:
+            parts = [
+                (obj.devices_seen, "dev", "devices seen"),
+                (obj.api_calls, "calls", "API calls"),
+            ]
+            if obj.retries:
+                parts.append((obj.retries, "retries", "retried calls"))
+        parts[1:1] = [
+            (obj.readings_inserted, "new", "readings inserted"),
+            (obj.readings_duplicate, "dup", "duplicates (already stored)"),
+        ]
+        if not any(n for n, _, _ in parts):
+            return "-"
+        text = " · ".join(f"{n:,}\N{NO-BREAK SPACE}{short}" for n, short, _ in parts)
+        title = ", ".join(f"{whole} {n:,}" for n, _, whole in parts)
+        return format_html('<span title="{}">{}</span>', title, text)
 
     @admin.display(description="Duration", ordering="response_time_ms")
     def duration(self, obj: ActivityLog) -> str:
         return format_duration(obj.response_time_ms)
 
     @admin.display(description="Message")
-    def short_message(self, obj: ActivityLog) -> str:
-        return Truncator(obj.error_message or obj.message).chars(80)
+    def short_message(self, obj: ActivityLog) -> SafeString | str:
+        text = obj.error_message or obj.message
+        return truncated(" ".join(text.split()), chars=60, title=text) if text else "-"
 
     @admin.display(description="Metadata")
     def metadata_display(self, obj: ActivityLog) -> SafeString:

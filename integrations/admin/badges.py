@@ -23,6 +23,16 @@ COLOURS = {
     "outside window": "#6d4c41",
     "warning": "#b26a00",
     "partial": "#b26a00",
+    # Webhook delivery outcomes (WebhookDelivery.Outcome) and HTTP status classes.
+    "processed": "#2e7d32",
+    "queued": "#1565c0",
+    "received": "#1565c0",
+    "duplicate": "#616161",
+    "ignored": "#616161",
+    "rejected": "#e65100",
+    "2xx": "#2e7d32",
+    "4xx": "#e65100",
+    "5xx": "#c62828",
 }
 NEUTRAL = "#757575"
 

@@ -8,9 +8,10 @@ from typing import Any
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.urls import reverse
 from django.utils.html import format_html, format_html_join
+from django.utils.http import urlencode
 from django.utils.safestring import SafeString
-from django.utils.text import Truncator
 
 from gsync.admin_display import (
     BODY_DISPLAY_LIMIT,
@@ -18,6 +19,7 @@ from gsync.admin_display import (
     pretty_json,
 )
 from gsync.redaction import REDACTED, is_secret_name
+from integrations.admin.badges import badge, truncated
 from integrations.admin.links import entry_link
 from integrations.golioth.payloads import PayloadError
 from integrations.golioth.webhook_payloads import decode_body
@@ -60,8 +62,18 @@ def _text_block(note: str, text: str) -> SafeString:
 
 @admin.register(WebhookDelivery)
 class WebhookDeliveryAdmin(BigTableAdmin):
-    list_display = ["received_at", "integration", "outcome", "readings_stored", "short_error"]
+    list_display = [
+        "received_at",
+        "integration",
+        "device",
+        "status",
+        "outcome_badge",
+        "readings_stored",
+        "short_error",
+    ]
     list_filter = ["outcome", "integration"]
+    search_fields = ["device_external_id"]
+    search_help_text = "A device's Golioth id (exact)."
     list_select_related = ["integration"]
     date_hierarchy = "received_at"
     sortable_by = ["received_at"]
@@ -73,7 +85,8 @@ class WebhookDeliveryAdmin(BigTableAdmin):
                 "fields": [
                     "integration",
                     ("received_at", "processed_at", "attempts"),
-                    "outcome",
+                    ("outcome", "response_status"),
+                    "device_external_id",
                     ("readings_stored", "readings_duplicate"),
                     ("content_type", "remote_addr"),
                 ]
@@ -88,6 +101,14 @@ class WebhookDeliveryAdmin(BigTableAdmin):
         # Bodies are up to 256 KiB each: never load them for a list.
         return super().get_queryset(request).defer("body", "traceback")
 
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[WebhookDelivery], search_term: str
+    ) -> tuple[QuerySet[WebhookDelivery], bool]:
+        # Equality, case kept: the index delivery_device answers it (iexact's UPPER() would
+        # scan every delivery kept).
+        term = search_term.strip()
+        return (queryset.filter(device_external_id=term) if term else queryset), False
+
     @admin.action(description="Re-process selected deliveries", permissions=["reprocess"])
     def reprocess(self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]) -> None:
         deliveries = queryset.defer(None).select_related("integration").order_by("received_at")
@@ -101,9 +122,36 @@ class WebhookDeliveryAdmin(BigTableAdmin):
     def has_reprocess_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("integrations.reprocess_webhookdelivery")
 
+    @admin.display(description="Device", ordering="device_external_id")
+    def device(self, obj: WebhookDelivery) -> SafeString | str:
+        if not obj.device_external_id:
+            return "-"
+        readings = reverse("admin:telemetry_telemetryrecord_changelist")
+        query = urlencode({"q": obj.device_external_id})
+        title = "This device's readings"
+        return format_html(
+            '<a href="{}?{}" title="{}">{}</a>',
+            readings,
+            query,
+            title,
+            truncated(obj.device_external_id, chars=14, title=title),
+        )
+
+    @admin.display(description="HTTP", ordering="response_status")
+    def status(self, obj: WebhookDelivery) -> SafeString | str:
+        code = obj.response_status
+        if code is None:
+            return "-"
+        return badge(str(code), f"{code // 100}xx", title=f"The webhook answered {code}")
+
+    @admin.display(description="Outcome", ordering="outcome")
+    def outcome_badge(self, obj: WebhookDelivery) -> SafeString:
+        label = obj.get_outcome_display()
+        return badge(obj.outcome, obj.outcome, title=label)
+
     @admin.display(description="Error")
-    def short_error(self, obj: WebhookDelivery) -> str:
-        return Truncator(obj.error).chars(100)
+    def short_error(self, obj: WebhookDelivery) -> SafeString | str:
+        return truncated(obj.error, chars=60) if obj.error else "-"
 
     @admin.display(description="Headers (secrets redacted)")
     def headers_display(self, obj: WebhookDelivery) -> SafeString:

@@ -165,8 +165,12 @@ def _day_number(token: str) -> str:
 
 
 def _secret_label(secret: dict[str, str]) -> str:
-    added = secret.get("created", "")[:16].replace("T", " ")
-    return f"••••{secret.get('hint', '')} (added {added} UTC)"
+    return f"••••{secret.get('hint', '')} (added {secret_added(secret)})"
+
+
+def secret_added(secret: dict[str, str]) -> str:
+    """When a webhook secret was added, to the second (its `created` is ISO 8601 UTC)."""
+    return secret.get("created", "")[:19].replace("T", " ") + " UTC"
 
 
 def setting_field(setting: Setting) -> forms.Field:

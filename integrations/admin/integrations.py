@@ -24,7 +24,7 @@ from gsync.admin_display import (
     pretty_json,
 )
 from integrations.admin.badges import truncated
-from integrations.admin.forms import IntegrationForm
+from integrations.admin.forms import IntegrationForm, secret_added
 from integrations.admin.panel import control_panel
 from integrations.admin.scheduling import ACTIONS, HEALTH_COLUMNS, SchedulingAdminMixin
 from integrations.due import due
@@ -299,7 +299,7 @@ class DeviceIntegrationAdmin(SchedulingAdminMixin):
     @admin.display(description="Webhook secrets")
     def webhook_secrets_display(self, obj: DeviceIntegration) -> str:
         # When each was added, never the secret or its hint: enough to see a rotation is due.
-        added = [s.get("created", "")[:16].replace("T", " ") + " UTC" for s in obj.webhook_secrets]
+        added = [secret_added(secret) for secret in obj.webhook_secrets]
         return f"{len(added)} active, added {', '.join(added)}" if added else "none"
 
     @admin.display(description="Verified", ordering="verified_through")
@@ -316,7 +316,7 @@ class DeviceIntegrationAdmin(SchedulingAdminMixin):
     def verified_through_list(self, obj: DeviceIntegration) -> str:
         if obj.verified_through is None:
             return "not yet"
-        return f"{obj.verified_through:%Y-%m-%d %H:%M} UTC"
+        return f"{obj.verified_through.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
 
     @admin.display(description="Last reconcile")
     def last_reconcile(self, obj: DeviceIntegration) -> SafeString | str:
@@ -331,7 +331,8 @@ class DeviceIntegrationAdmin(SchedulingAdminMixin):
             return "never (the “Verify completeness” action runs one)"
         url = reverse("admin:integrations_activitylog_change", args=[entry.pk])
         window = (
-            f"{entry.window_start:%Y-%m-%d %H:%M}–{entry.window_end:%Y-%m-%d %H:%M} UTC"
+            f"{entry.window_start.astimezone(UTC):%Y-%m-%d %H:%M:%S}–"
+            f"{entry.window_end.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
             if entry.window_start and entry.window_end
             else ""
         )

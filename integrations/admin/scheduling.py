@@ -62,7 +62,7 @@ class MomentField(forms.CharField):
 
     def prepare_value(self, value: Any) -> Any:
         if isinstance(value, datetime):
-            return f"{value.astimezone(UTC):%Y-%m-%d %H:%M}"
+            return f"{value.astimezone(UTC):%Y-%m-%d %H:%M:%S}"
         return value
 
     def clean(self, value: Any) -> datetime | None:
@@ -349,8 +349,8 @@ class SchedulingAdminMixin(admin.ModelAdmin):
                         "Backfill of “{}” from {} to {} queued; it runs in a worker and leaves "
                         "the live cursor where it is. {}",
                         integration,
-                        f"{since:%Y-%m-%d %H:%M}",
-                        f"{until:%Y-%m-%d %H:%M}",
+                        f"{since.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC",
+                        f"{until.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC",
                         link,
                     ),
                     messages.SUCCESS,

@@ -49,8 +49,8 @@ class DeliveryResult:
     stored: int = 0
     duplicates: int = 0
     reason: str = ""
-    # Why a failed delivery failed: "input" (400), "media-type" (415) or "internal" (500);
-    # "too-large" for a rejected reading over GSYNC_MAX_READING_BYTES (413).
+    # Why a failed delivery failed: "input" (400), "media-type" (415), "internal" (500) or
+    # "database" (503); "too-large" for a rejected reading over GSYNC_MAX_READING_BYTES (413).
     failure: str = ""
 
 
@@ -92,19 +92,22 @@ def process_delivery(
     *,
     integration: DeviceIntegration | None = None,
     activity_id: int | None = None,
+    answering: bool = False,
 ) -> DeliveryResult:
     """Parse and store one delivery, and record the outcome on its row.
 
     Readings link to activity entry `activity_id`; readings and outcome commit together. A
     DatabaseError is recorded (when the database still answers) and raised again, so the view
-    answers 503 and Golioth retries; anything else is recorded with its traceback.
+    answers 503 and Golioth retries; anything else is recorded with its traceback. `answering`:
+    the webhook answers the sender with the outcome, whose HTTP status the row records.
     """
     integration = integration or delivery.integration
     try:
         sync_settings = integration.sync_settings
         read = read_delivery(delivery, sync_settings=sync_settings)
         if isinstance(read, DeliveryResult):
-            return conclude_delivery(delivery, read)
+            return conclude_delivery(delivery, read, answering=answering)
+        delivery.device_external_id = read.device_external_id
         with transaction.atomic():
             result = store_reading(
                 read,
@@ -112,13 +115,25 @@ def process_delivery(
                 sync_settings=sync_settings,
                 activity_id=activity_id,
             )
-            return conclude_delivery(delivery, result)
+            return conclude_delivery(delivery, result, answering=answering)
     except DatabaseError as exc:
-        _record_crash(delivery, exc)
+        _record_crash(delivery, exc, answering=answering)
         raise
     except Exception as exc:
         logger.exception("webhook: delivery %s failed", delivery.pk)
-        return _record_crash(delivery, exc)
+        return _record_crash(delivery, exc, answering=answering)
+
+
+def answer_status(result: DeliveryResult) -> int:
+    """The HTTP status the webhook answers a delivery's result with (integrations.push.view)."""
+    if result.outcome in (Outcome.PROCESSED, Outcome.DUPLICATE, Outcome.IGNORED):
+        return 200
+    if result.outcome == Outcome.REJECTED:
+        # Kept, but nothing a retry would change: 202, so Golioth does not resend it forever;
+        # a reading too large to store is 413, as a body too large is.
+        return 413 if result.failure == "too-large" else 202
+    failures = {"internal": 500, "database": 503, "media-type": 415, "body-size": 413}
+    return failures.get(result.failure, 400)
 
 
 def read_delivery(
@@ -145,14 +160,16 @@ def read_delivery(
     return message.reading
 
 
-def _record_crash(delivery: WebhookDelivery, exc: BaseException) -> DeliveryResult:
+def _record_crash(
+    delivery: WebhookDelivery, exc: BaseException, *, answering: bool
+) -> DeliveryResult:
     result = DeliveryResult(
         Outcome.FAILED,
         reason=f"{type(exc).__name__}: {exc}".splitlines()[0][:500],
-        failure="internal",
+        failure="database" if isinstance(exc, DatabaseError) else "internal",
     )
     try:
-        conclude_delivery(delivery, result, trace=traceback.format_exc())
+        conclude_delivery(delivery, result, trace=traceback.format_exc(), answering=answering)
     except DatabaseError:
         logger.exception("webhook: could not record the failure of delivery %s", delivery.pk)
     return result
@@ -266,9 +283,10 @@ def _see_device(
 
 
 def conclude_delivery(
-    delivery: WebhookDelivery, result: DeliveryResult, *, trace: str = ""
+    delivery: WebhookDelivery, result: DeliveryResult, *, trace: str = "", answering: bool = False
 ) -> DeliveryResult:
-    """Record the outcome on the delivery row.
+    """Record the outcome on the delivery row (with the HTTP status when `answering`: a
+    re-process answers nobody, and keeps the status the sender got).
 
     Raw SQL: on the webhook's hot path the ORM's UPDATE costs three times the round trip.
     """
@@ -278,15 +296,18 @@ def conclude_delivery(
     delivery.readings_stored = result.stored
     delivery.readings_duplicate = result.duplicates
     delivery.processed_at = timezone.now()
+    if answering:
+        delivery.response_status = answer_status(result)
     sql = (
         f"UPDATE {WebhookDelivery._meta.db_table} SET outcome = %s, error = %s, "  # noqa: S608
         "traceback = %s, readings_stored = %s, readings_duplicate = %s, processed_at = %s, "
-        "attempts = attempts + 1 WHERE id = %s"
+        "attempts = attempts + 1, response_status = %s, device_external_id = %s WHERE id = %s"
     )
     processed_at = connection.ops.adapt_datetimefield_value(delivery.processed_at)
     params: list[Any] = [result.outcome, result.reason, trace, result.stored, result.duplicates]
+    params += [processed_at, delivery.response_status, delivery.device_external_id]
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*params, processed_at, delivery.pk])
+        cursor.execute(sql, [*params, delivery.pk])
     return result
 
 

@@ -60,6 +60,7 @@ from integrations.models import DeviceIntegration, WebhookDelivery
 from integrations.push import auth_throttle
 from integrations.push.deliveries import (
     DeliveryResult,
+    answer_status,
     conclude_delivery,
     process_delivery,
     read_delivery,
@@ -127,9 +128,11 @@ def _receive(request: HttpRequest, token: str) -> HttpResponse:
         return _queue(delivery, refusal=refusal)
     delivery.save()  # committed before any processing: nothing a failure does can lose it
     if refusal:
-        conclude_delivery(delivery, refusal)
+        conclude_delivery(delivery, refusal, answering=True)
         return _answer(refusal)
-    result = process_delivery(delivery, integration=integration, activity_id=entry_id)
+    result = process_delivery(
+        delivery, integration=integration, activity_id=entry_id, answering=True
+    )
     return _answer(result)
 
 
@@ -158,31 +161,35 @@ def _queue(delivery: WebhookDelivery, *, refusal: DeliveryResult | None) -> Http
         except Exception:
             logger.exception("webhook: could not read a delivery; queued for the worker")
         else:
-            verdict = read if isinstance(read, DeliveryResult) else None
+            if isinstance(read, DeliveryResult):
+                verdict = read
+            else:
+                delivery.device_external_id = read.device_external_id
     if verdict is None:
-        delivery.outcome = Outcome.QUEUED
+        # The worker's outcome comes later; the sender's answer is this 202.
+        delivery.outcome, delivery.response_status = Outcome.QUEUED, 202
         delivery.save()
         return JsonResponse({"queued": delivery.pk}, status=202)
     delivery.outcome, delivery.error = verdict.outcome, verdict.reason
     delivery.processed_at, delivery.attempts = timezone.now(), 1
+    delivery.response_status = answer_status(verdict)
     delivery.save()
     return _answer(verdict)
 
 
 def _answer(result: DeliveryResult) -> HttpResponse:
+    """The answer to a delivery's result; its status is `answer_status`, which the delivery's row
+    records (integrations.push.deliveries)."""
     counts = {"stored": result.stored, "duplicates": result.duplicates}
+    status = answer_status(result)
     if result.outcome in (Outcome.PROCESSED, Outcome.DUPLICATE):
-        return JsonResponse(counts)
+        return JsonResponse(counts, status=status)
     if result.outcome == Outcome.IGNORED:
-        return JsonResponse({**counts, "ignored": result.reason})
+        return JsonResponse({**counts, "ignored": result.reason}, status=status)
     if result.outcome == Outcome.REJECTED:
-        # Kept, but nothing a retry would change: 202, so Golioth does not resend it forever;
-        # a reading too large to store is 413, as a body too large is.
-        status = 413 if result.failure == "too-large" else 202
         return JsonResponse({**counts, "rejected": result.reason}, status=status)
     if result.failure == "internal":
-        return _error(500, "internal error; the delivery is kept for re-processing")
-    status = {"media-type": 415, "body-size": 413}.get(result.failure, 400)
+        return _error(status, "internal error; the delivery is kept for re-processing")
     return _error(status, result.reason)
 
 

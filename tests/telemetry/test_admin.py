@@ -108,8 +108,52 @@ def test_device_page_shows_latest_readings(admin_client, fleet):
     assert "&quot;seq&quot;: 24" in page  # the newest
     assert "&quot;seq&quot;: 5," in page  # the 20th newest
     assert "&quot;seq&quot;: 4," not in page
+    assert "The newest 20 are shown." in page
     assert f"{READINGS_URL}?device={device.pk}" in page
     assert 'name="_save"' not in page  # read-only: it all comes from Golioth
+
+
+def test_device_page_shows_readings_as_a_table_of_flattened_keys(admin_client, fleet):
+    """Issue 12: twenty pretty-printed readings made a device page ~4,000 px long."""
+    device = fleet[0]
+    reading = {"temp": 21.5, "env": {"hum": 40, "air": {"co2": 410}}, "tags": ["a", "b"]}
+    TelemetryRecord.objects.create(
+        device=device,
+        integration_id=device.integration_id,
+        telemetry=reading,
+        device_timestamp=START,
+        source="webhook",
+        dedup_key=uuid.uuid4(),
+    )
+
+    page, _ = get(admin_client, f"{DEVICES_URL}{device.pk}/change/")
+
+    table = page.split('class="gsync-readings"')[1].split("</table>")[0]
+    headers = re.findall(r"<th[^>]*>([^<]*)</th>", table)
+    assert headers == ["Time", "Path", "Source", "env.air.co2", "env.hum", "tags", "temp", "Raw"]
+    cells = re.findall(r'<td><span title="([^"]*)">', table)
+    assert cells == ["410", "40", "[&quot;a&quot;,&quot;b&quot;]", "21.5"]
+    assert "2026-03-01 12:00:00" in table and "Webhook" in table
+    assert "<details><summary>JSON</summary>" in table  # the raw reading on demand
+    assert "&quot;co2&quot;: 410" in table
+
+
+def test_device_page_bounds_its_reading_columns(admin_client, fleet):
+    device = fleet[0]
+    TelemetryRecord.objects.create(
+        device=device,
+        integration_id=device.integration_id,
+        telemetry={f"k{i:02}": "x" * 100 for i in range(12)},
+        device_timestamp=START,
+        dedup_key=uuid.uuid4(),
+    )
+
+    page, _ = get(admin_client, f"{DEVICES_URL}{device.pk}/change/")
+
+    table = page.split('class="gsync-readings"')[1].split("</table>")[0]
+    assert ">k07<" in table and ">k08<" not in table and "+4 keys" in table
+    assert f'title="{"x" * 100}">{"x" * 23}…<' in table  # cut, the whole value on hover
+    assert "&quot;k11&quot;" in table  # every key in the raw JSON
 
 
 def test_device_cannot_be_added_by_hand(admin_client, fleet):
@@ -241,3 +285,57 @@ def test_mirrored_devices_cannot_be_deleted_from_the_admin(admin_client, fleet):
     response = admin_client.post(f"{DEVICES_URL}{fleet[0].pk}/delete/", {"post": "yes"})
     assert response.status_code == 403
     assert Device.objects.filter(pk=fleet[0].pk).exists()
+
+
+# --- time range (issue 12 point 6) ---------------------------------------------------------------
+
+
+def seqs(response) -> list[int]:
+    return sorted(r.telemetry["seq"] for r in response.context["cl"].result_list)
+
+
+def test_telemetry_filter_by_reading_time_from_and_to(admin_client, fleet):
+    add_readings(fleet[0], 20)  # one a minute from 12:00
+
+    response = admin_client.get(
+        READINGS_URL, {"from": "2026-03-01 12:05", "to": "2026-03-01T12:10:00Z"}
+    )
+
+    assert seqs(response) == [5, 6, 7, 8, 9]  # from inclusive, to exclusive
+    page = response.content.decode()
+    assert 'value="2026-03-01 12:05"' in page  # the form shows what was typed
+
+
+def test_telemetry_filter_by_preset_range_keeps_the_search(admin_client, fleet):
+    now = datetime.now(UTC)
+    add_readings(fleet[0], 3, start=now - timedelta(minutes=30))
+    add_readings(fleet[0], 3, start=now - timedelta(hours=3))
+    add_readings(fleet[1], 3, start=now - timedelta(minutes=30))
+
+    page = admin_client.get(READINGS_URL).content.decode()
+    response = admin_client.get(READINGS_URL, {"from": "1h", "q": "weather-berlin"})
+
+    assert "?from=1h" in page and "Last 24 hours" in page
+    assert {r.device_id for r in response.context["cl"].result_list} == {fleet[0].pk}
+    assert seqs(response) == [0, 1, 2]
+    assert 'name="q" value="weather-berlin"' in response.content.decode()
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"from": "yesterday"}, "From: &#x27;yesterday&#x27; is not a time. Use an ISO 8601 date"),
+        ({"to": "2026-13-01"}, "To: &#x27;2026-13-01&#x27; is not a time."),
+        ({"from": "2026-03-02", "to": "2026-03-01"}, "From must be before To."),
+    ],
+)
+def test_telemetry_bad_time_range_says_why_and_shows_nothing(admin_client, fleet, params, message):
+    add_readings(fleet[0], 3)
+
+    response = admin_client.get(READINGS_URL, params)
+
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert f"Filter by reading time: {message}" in page  # the message at the top
+    assert list(response.context["cl"].result_list) == []
+    assert TelemetryRecord.objects.count() == 3

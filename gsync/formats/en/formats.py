@@ -6,3 +6,6 @@ DATETIME_FORMAT = "Y-m-d H:i:s"
 SHORT_DATE_FORMAT = "Y-m-d"
 SHORT_DATETIME_FORMAT = "Y-m-d H:i:s"
 TIME_FORMAT = "H:i:s"
+# The date drill-down's months and days, in the same order.
+YEAR_MONTH_FORMAT = "Y-m"
+MONTH_DAY_FORMAT = "Y-m-d"

@@ -428,7 +428,9 @@ def test_admin_activity_changelist_shows_counts_and_duration(admin_client, integ
 
     page = admin_client.get("/admin/integrations/activitylog/").content.decode()
 
-    assert "4321" in page and "17" in page and "2.5 s" in page
+    assert "4,321\xa0new" in page and "17\xa0calls" in page and "2.5 s" in page
+    assert 'title="devices seen 0, readings inserted 4,321' in page  # in full on hover
+    assert "gsync-badge" in page and ">Success<" in page  # the status in its colour
 
 
 def test_admin_activity_shows_deliveries_for_webhook_entries(admin_client, integration):
@@ -440,8 +442,8 @@ def test_admin_activity_shows_deliveries_for_webhook_entries(admin_client, integ
     page = admin_client.get("/admin/integrations/activitylog/").content.decode()
     entry = admin_client.get(f"/admin/integrations/activitylog/{webhook.pk}/change/")
 
-    assert "Deliveries 23" in page and "API calls 7" in page
-    assert "API calls 23" not in page
+    assert "23\xa0deliveries" in page and "7\xa0calls" in page
+    assert "23\xa0calls" not in page
     shown = entry.content.decode()
     assert "Deliveries:" in shown and "23" in shown
     assert "Api calls:" not in shown and "Devices seen:" not in shown

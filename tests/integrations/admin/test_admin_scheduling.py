@@ -300,7 +300,7 @@ def test_verify_completeness_runs_and_the_page_shows_verified_through(
     assert golioth_integration.verified_through == entry.window_end
     html = page(admin_client.get(f"{CHANGELIST}{golioth_integration.pk}/change/"))
     assert "Verified complete through" in html
-    assert f"{entry.window_end:%Y-%m-%d %H:%M}" in html
+    assert f"{entry.window_end:%Y-%m-%d %H:%M:%S}" in html
     assert "1 recovered" in html
     listing = page(admin_client.get(CHANGELIST))
-    assert f"{entry.window_end:%Y-%m-%d %H:%M} UTC" in listing
+    assert f"{entry.window_end:%Y-%m-%d %H:%M:%S} UTC" in listing

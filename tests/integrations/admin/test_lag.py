@@ -104,7 +104,8 @@ def test_changelist_columns_fit_and_cut_long_texts(admin_client, make_integratio
     error = "Golioth answered 500: " + "x" * 200
     make_integration("broken", sync_error=f"{error}\nTraceback ...", last_sync_status="failed")
     html = admin_client.get(CHANGELIST).content.decode()
-    head = html[html.index('id="result_list"') : html.index("</thead>", html.index("result_list"))]
+    start = html.index('id="result_list"')
+    head = html[start : html.index("</thead>", start)]
     names = re.findall(r'<div class="text">(?:<a [^>]*>|<span>)([^<]+)</', head)
     assert names == ["Name", "Schedule", "Health", "Last run / next", "Lag",
                      "Readings", "Last error", "Verified", "Webhook"]  # fmt: skip

@@ -67,7 +67,29 @@ def test_webhook_admin_reprocess_action_stores_a_rejected_delivery(client, admin
     assert "Re-processed 1 deliveries: 1 processed" in response.content.decode()
     delivery.refresh_from_db()
     assert delivery.outcome == "processed"
+    assert delivery.response_status == 202  # what Golioth got; a re-process answers nobody
     assert TelemetryRecord.objects.count() == 1
+
+
+def test_webhook_admin_list_shows_device_and_http_status_and_finds_a_device(
+    client, admin_client, strict
+):
+    push(client, strict, {"temp": 1})  # rejected: unknown device, answered 202
+    push(client, strict, b"{broken")  # answered 400, no device
+    other = WebhookDelivery.objects.create(
+        integration=strict, device_external_id="other-device", response_status=200
+    )
+    url = reverse("admin:integrations_webhookdelivery_changelist")
+
+    rows = admin_client.get(url).content.decode()
+    found = admin_client.get(url, {"q": f" {DEVICE} "}).content.decode()
+
+    assert "<th" in rows and ">HTTP<" in rows and ">Device<" in rows
+    assert ">202<" in rows and ">400<" in rows and ">200<" in rows
+    assert f"?q={DEVICE}" in rows  # the device links to its readings
+    assert "malformed JSON" in rows
+    assert DEVICE in found and "other-device" not in found
+    assert f"/{other.pk}/change/" not in found
 
 
 def test_webhook_admin_pages_never_show_a_secret(client, admin_client, strict):

@@ -83,6 +83,8 @@ def test_queued_webhook_answers_202_and_the_worker_stores_the_reading(client, qu
     assert record.source == TelemetryRecord.Source.WEBHOOK
     delivery.refresh_from_db()
     assert (delivery.outcome, delivery.readings_stored, delivery.attempts) == ("processed", 1, 1)
+    # The sender was answered 202; the worker's verdict is the outcome.
+    assert (delivery.response_status, delivery.device_external_id) == (202, DEVICE)
     device = Device.objects.get(external_id=DEVICE)
     assert device.last_seen == record.device_timestamp
     assert device.status == Device.Status.ONLINE
@@ -146,9 +148,9 @@ def test_what_is_not_a_reading_is_answered_at_once_and_not_queued(client, queued
     assert "error" in bad.json()
     assert logs.status_code == 200
     assert logs.json()["ignored"] == "path /logs is not mirrored"
-    assert list(WebhookDelivery.objects.values_list("outcome", flat=True)) == [
-        "ignored",
-        "failed",
+    assert list(WebhookDelivery.objects.values_list("outcome", "response_status")) == [
+        ("ignored", 200),
+        ("failed", 400),
     ]
     assert drain() == 0
 

@@ -95,7 +95,9 @@ def test_webhook_plain_json_stores_device_path_time_and_payload(client, hooked):
     assert row.source == "webhook"
     device = Device.objects.get()
     assert (device.name, device.last_seen, device.status) == (DEVICE, when, "online")
-    assert WebhookDelivery.objects.get().outcome == "processed"
+    delivery = WebhookDelivery.objects.get()
+    assert (delivery.outcome, delivery.response_status) == ("processed", 200)
+    assert delivery.device_external_id == DEVICE
 
 
 def test_webhook_inject_metadata_takes_time_from_the_body(client, hooked):
@@ -230,7 +232,8 @@ def test_webhook_unknown_device_rejected_when_integration_does_not_create(client
     assert response.status_code == 202
     assert "unknown device" in response.json()["rejected"]
     delivery = WebhookDelivery.objects.get()
-    assert delivery.outcome == "rejected"
+    assert (delivery.outcome, delivery.response_status) == ("rejected", 202)
+    assert delivery.device_external_id == DEVICE  # kept for the deliveries list's search
     assert "unknown device" in delivery.error
     assert not Device.objects.exists()
     assert not TelemetryRecord.objects.exists()
@@ -542,6 +545,7 @@ def test_webhook_bad_bodies_get_documented_status_and_are_kept(
     assert message in response.json()["error"]
     delivery = WebhookDelivery.objects.get()
     assert (delivery.outcome, bytes(delivery.body)) == ("failed", body)
+    assert delivery.response_status == status
 
 
 def test_webhook_get_is_405_and_head_is_200_for_any_token(client, hooked):
@@ -571,6 +575,6 @@ def test_webhook_database_failure_is_503_and_the_delivery_kept(client, hooked):
     assert response["Retry-After"] == "30"
     assert "retry" in response.json()["error"]
     delivery = WebhookDelivery.objects.get()
-    assert delivery.outcome == "failed"
+    assert (delivery.outcome, delivery.response_status) == ("failed", 503)
     assert "Traceback" in delivery.traceback
     assert not Device.objects.exists()  # rolled back with the rest of the work
