@@ -13,6 +13,7 @@ import itertools
 import logging
 import uuid
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -109,10 +110,11 @@ def ingest_readings(
     is approximate: exact readings then have nothing to reconcile and skip the search.
     """
     result = IngestResult()
-    for batch in _batched(readings, batch_size):
+    for batch, keyed in _keyed_batches(readings, size=batch_size, integration_id=integration_id):
         with transaction.atomic(savepoint=False):
             result += _ingest_batch(
                 batch,
+                keyed,
                 integration_id=integration_id,
                 source=source,
                 activity_id=activity_id,
@@ -130,6 +132,30 @@ def _batched(items: Iterable[Reading], size: int) -> Iterator[list[Reading]]:
         yield batch
 
 
+def _keyed_batches(
+    readings: Iterable[Reading], *, size: int, integration_id: int
+) -> Iterator[tuple[list[Reading], _Keyed]]:
+    """Each batch with its keys (`_keyed_rows`). While the caller stores one batch, a thread
+    computes the next one's keys: JSON and two hashes a reading are a third of ingest's time,
+    and the caller's wait on the database releases the GIL. `readings` is still read in the
+    caller's thread, one batch ahead; a batch read before the iterator fails is still stored."""
+    batches = _batched(readings, size)
+    batch = next(batches, None)
+    keyed = _keyed_rows(batch, integration_id=integration_id) if batch else None
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="gsync-keys") as keyer:
+        while batch and keyed:
+            try:
+                following = next(batches, None)
+            except Exception:
+                yield batch, keyed
+                raise
+            pending = following and keyer.submit(
+                _keyed_rows, following, integration_id=integration_id
+            )
+            yield batch, keyed
+            batch, keyed = following, pending.result() if pending else None
+
+
 @dataclass(slots=True)
 class _Row:
     reading: Reading
@@ -140,6 +166,7 @@ class _Row:
 
 def _ingest_batch(
     batch: list[Reading],
+    keyed: _Keyed,
     *,
     integration_id: int,
     source: str,
@@ -149,7 +176,7 @@ def _ingest_batch(
     approximate_stored: bool,
     per_reading: list[IngestResult] | None = None,
 ) -> IngestResult:
-    rows, refused, slots = _keyed_rows(batch, integration_id=integration_id)
+    rows, refused, slots = keyed
     accepted = len(batch) - len(refused)
     result = _refused_result(refused)
     result.duplicates = accepted - len(rows)
@@ -195,9 +222,11 @@ class _Refused(ValueError):
         self.too_large = too_large
 
 
-def _keyed_rows(
-    batch: list[Reading], *, integration_id: int
-) -> tuple[dict[str, _Row], list[_Refused], list[str | _Refused]]:
+# A batch by dedup key, the payloads refused, and each reading's key or refusal in order.
+_Keyed = tuple[dict[str, _Row], list[_Refused], list[str | _Refused]]
+
+
+def _keyed_rows(batch: list[Reading], *, integration_id: int) -> _Keyed:
     """The batch by dedup key (repeats within it collapse), the payloads refused, and each
     reading's key or refusal, in order."""
     rows: dict[str, _Row] = {}

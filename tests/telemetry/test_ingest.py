@@ -204,3 +204,14 @@ def test_ingest_of_a_bulk_batch_stores_every_column_and_each_readings_fate(integ
         payload=tricky,
     )
     assert TelemetryRecord.objects.filter(received_at__isnull=False).count() == COPY_MIN_ROWS
+
+
+def test_ingest_stores_the_batches_read_before_the_readings_fail(integration, device):
+    def readings():
+        yield from (reading(device, s) for s in range(25))
+        raise ConnectionError("page 3 did not come")
+
+    with pytest.raises(ConnectionError):
+        ingest_readings(readings(), integration_id=integration.pk, source="sync", batch_size=10)
+
+    assert TelemetryRecord.objects.count() == 20
