@@ -8,10 +8,11 @@ adds one integration and --devices devices, and builds --readings readings in me
 empties `device_telemetry_history` and times (a) a raw `COPY` of the finished rows (dedup keys and
 JSON computed beforehand, not timed) and (b) `telemetry.ingest.ingest_readings` of the same
 readings, which computes the keys, reconciles approximate times, inserts-or-ignores in batches and
-moves `last_seen`; then (c) the same ingest again, where every reading is a duplicate. Prints the
+moves `last_seen`; then (c) the same ingest again, where every reading is a duplicate. Prints each
+round's rates and ratios (the three run back to back, so a busy machine slows them alike), then the
 best rate of each over --rounds and the ratio ingest / COPY.
 
-Design target (DESIGN.md): ingest >= 50% of the raw COPY's rate, measured in the same run.
+Targets (issue 11): ingest >= 60% of the raw COPY's rate, re-ingest >= 90%, in the same run.
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ def measure(args: argparse.Namespace) -> None:
         assert inserted == len(readings) and again == 0, (inserted, again)
         print(
             f"round {round_no}: COPY {copy_rate:,.0f} rows/s, ingest {ingest_rate:,.0f} "
-            f"readings/s, ingest of duplicates {again_rate:,.0f} readings/s",
+            f"readings/s ({ingest_rate / copy_rate:.0%}), ingest of duplicates "
+            f"{again_rate:,.0f} readings/s ({again_rate / copy_rate:.0%})",
             flush=True,
         )
         best = {
@@ -68,6 +70,7 @@ def measure(args: argparse.Namespace) -> None:
     print(f"  ingest_readings (new)     {best['ingest']:>10,.0f} readings/s")
     print(f"  ingest_readings (repeats) {best['again']:>10,.0f} readings/s")
     print(f"  ratio ingest / COPY       {best['ingest'] / best['copy']:>10.0%} (target >= 60%)")
+    print(f"  ratio repeats / COPY      {best['again'] / best['copy']:>10.0%} (target >= 90%)")
     ingest, again = best["ingest"] / best["copy"], best["again"] / best["copy"]
     record(f"ingest {len(readings):,} new readings (rows/s)", best["ingest"],
            reference=best["copy"], target=">= 60% of COPY", met=ingest >= 0.6)  # fmt: skip

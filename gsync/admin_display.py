@@ -83,7 +83,10 @@ class CappedCountPaginator(Paginator):
 
     @cached_property
     def count(self) -> int:
-        return cast(QuerySet, self.object_list)[: self.cap + 1].count()
+        # Unordered: any cap + 1 matching rows will do, and an ORDER BY makes PostgreSQL walk the
+        # ordering's index through every row a filter skips (125 ms for "source = webhook" at
+        # 5M readings, bench/bench_admin.py).
+        return cast(QuerySet, self.object_list).order_by()[: self.cap + 1].count()
 
     @property
     def capped(self) -> bool:

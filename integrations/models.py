@@ -360,8 +360,14 @@ class WebhookDelivery(models.Model):
     response_status = models.SmallIntegerField(
         "HTTP status", null=True, blank=True, help_text="What the webhook answered the sender."
     )
+    # db_default: the processes still running the previous release during an upgrade insert
+    # deliveries without naming the column.
     device_external_id = models.CharField(
-        "device", max_length=64, blank=True, help_text="The reading's Golioth device id."
+        "device",
+        max_length=64,
+        blank=True,
+        db_default="",
+        help_text="The reading's Golioth device id.",
     )
 
     class Meta:

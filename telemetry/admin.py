@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
+from django.utils.text import smart_split, unescape_string_literal
 
 from gsync.admin_display import BigTableAdmin, ReadOnlyAdmin, admin_time, pretty_json, short_json
 from gsync.admin_export import ExportAdmin
@@ -220,3 +221,18 @@ class TelemetryRecordAdmin(ExportAdmin, BigTableAdmin):
     @admin.display(description="Telemetry")
     def telemetry_display(self, obj: TelemetryRecord) -> SafeString:
         return pretty_json(obj.telemetry)
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet, search_term: str
+    ) -> tuple[QuerySet, bool]:
+        """As Django searches `search_fields` (each word names a device), but the devices are
+        found first and their readings by device id: joined to devices, PostgreSQL walked the
+        newest readings of every device to find one device's (8 s at 5M readings)."""
+        if not search_term.strip():
+            return queryset, False
+        devices = Device.objects.all()
+        for word in smart_split(search_term):
+            if word[:1] in "\"'" and word[-1:] == word[:1]:
+                word = unescape_string_literal(word)
+            devices = devices.filter(Q(external_id__iexact=word) | Q(name__iexact=word))
+        return queryset.filter(device_id__in=list(devices.values_list("pk", flat=True))), False

@@ -13,6 +13,7 @@ import itertools
 import logging
 import uuid
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -21,7 +22,7 @@ from django.conf import settings
 from django.db import connection, models, transaction
 from django.utils import timezone
 
-from telemetry.keys import canonical_digest, canonical_json, dedup_key_for_digest, payload_digest
+from telemetry.keys import canonical_digest, canonical_json, dedup_key_hex, payload_digest
 from telemetry.models import Device, TelemetryRecord
 
 logger = logging.getLogger(__name__)
@@ -112,10 +113,11 @@ def ingest_readings(
     is approximate: exact readings then have nothing to reconcile and skip the search.
     """
     result = IngestResult()
-    for batch in _batched(readings, batch_size):
+    for batch, keyed in _keyed_batches(readings, size=batch_size, integration_id=integration_id):
         with transaction.atomic(savepoint=False):
             result += _ingest_batch(
                 batch,
+                keyed,
                 integration_id=integration_id,
                 source=source,
                 activity_id=activity_id,
@@ -133,16 +135,41 @@ def _batched(items: Iterable[Reading], size: int) -> Iterator[list[Reading]]:
         yield batch
 
 
+def _keyed_batches(
+    readings: Iterable[Reading], *, size: int, integration_id: int
+) -> Iterator[tuple[list[Reading], _Keyed]]:
+    """Each batch with its keys (`_keyed_rows`). While the caller stores one batch, a thread
+    computes the next one's keys: JSON and two hashes a reading are a third of ingest's time,
+    and the caller's wait on the database releases the GIL. `readings` is still read in the
+    caller's thread, one batch ahead; a batch read before the iterator fails is still stored."""
+    batches = _batched(readings, size)
+    batch = next(batches, None)
+    keyed = _keyed_rows(batch, integration_id=integration_id) if batch else None
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="gsync-keys") as keyer:
+        while batch and keyed:
+            try:
+                following = next(batches, None)
+            except Exception:
+                yield batch, keyed
+                raise
+            pending = following and keyer.submit(
+                _keyed_rows, following, integration_id=integration_id
+            )
+            yield batch, keyed
+            batch, keyed = following, pending.result() if pending else None
+
+
 @dataclass(slots=True)
 class _Row:
     reading: Reading
-    key: Any
+    key: str  # the dedup key's 32 hex digits (dedup_key_hex)
     digest: str
     document: str
 
 
 def _ingest_batch(
     batch: list[Reading],
+    keyed: _Keyed,
     *,
     integration_id: int,
     source: str,
@@ -152,7 +179,7 @@ def _ingest_batch(
     approximate_stored: bool,
     per_reading: list[IngestResult] | None = None,
 ) -> IngestResult:
-    rows, refused, slots = _keyed_rows(batch, integration_id=integration_id)
+    rows, refused, slots = keyed
     accepted = len(batch) - len(refused)
     result = _refused_result(refused)
     result.duplicates = accepted - len(rows)
@@ -176,7 +203,7 @@ def _ingest_batch(
     return result
 
 
-def _each_reading(slots: list[Any], inserted_keys: set[uuid.UUID]) -> Iterator[IngestResult]:
+def _each_reading(slots: list[str | _Refused], inserted_keys: set[str]) -> Iterator[IngestResult]:
     """What became of each reading of a batch: the first holder of an inserted key was stored;
     a refused one says why; every other one was a duplicate (of a stored row or of another
     reading of the batch)."""
@@ -198,14 +225,16 @@ class _Refused(ValueError):
         self.too_large = too_large
 
 
-def _keyed_rows(
-    batch: list[Reading], *, integration_id: int
-) -> tuple[dict[Any, _Row], list[_Refused], list[Any]]:
+# A batch by dedup key, the payloads refused, and each reading's key or refusal in order.
+_Keyed = tuple[dict[str, _Row], list[_Refused], list[str | _Refused]]
+
+
+def _keyed_rows(batch: list[Reading], *, integration_id: int) -> _Keyed:
     """The batch by dedup key (repeats within it collapse), the payloads refused, and each
     reading's key or refusal, in order."""
-    rows: dict[Any, _Row] = {}
+    rows: dict[str, _Row] = {}
     refused = []
-    slots: list[Any] = []
+    slots: list[str | _Refused] = []
     limit = settings.GSYNC_MAX_READING_BYTES
     for reading in batch:
         try:
@@ -222,7 +251,7 @@ def _keyed_rows(
             continue
         # The payload is encoded once: its digest, its key and the stored text all come from it.
         digest = canonical_digest(document)
-        key = dedup_key_for_digest(
+        key = dedup_key_hex(
             integration_id=integration_id,
             device_external_id=reading.device_external_id,
             timestamp=reading.timestamp,
@@ -367,11 +396,13 @@ def _insert(
     source: str,
     activity_id: int | None,
     returning: bool = False,
-) -> tuple[int, set[uuid.UUID] | None]:
-    """Insert-or-ignore; how many were inserted and, when `returning`, their keys."""
+) -> tuple[int, set[str] | None]:
+    """Insert-or-ignore; how many were inserted and, when `returning`, their keys (hex)."""
     if not rows:
         return 0, set() if returning else None
-    now = timezone.now()
+    batch = (integration_id, timezone.now(), source, activity_id)
+    if connection.vendor == "postgresql" and len(rows) >= COPY_MIN_ROWS:
+        return _insert_postgresql(rows, batch=batch, returning=returning)
     values = [
         (
             r.reading.device_pk,
@@ -379,7 +410,7 @@ def _insert(
             r.reading.path,
             r.document,
             r.reading.timestamp,
-            now,
+            batch[1],
             source,
             r.reading.time_exact,
             activity_id,
@@ -387,36 +418,61 @@ def _insert(
         )
         for r in rows
     ]
-    if connection.vendor == "postgresql" and len(values) >= COPY_MIN_ROWS:
-        return _insert_postgresql(values, returning=returning)
     if returning:
         keys = _insert_portable_returning(values)
         return len(keys), keys
     return _insert_portable(values), None
 
 
-def _insert_postgresql(values: list[tuple], *, returning: bool) -> tuple[int, set | None]:
+# What differs from one reading of a batch to the next goes through COPY; the batch's
+# integration, receive time, source and activity are bound once in the INSERT ... SELECT
+# (four values fewer to format per reading, ~15% of ingest's Python time).
+COPY_COLUMNS = ("device_id", "path", "telemetry", "device_timestamp", "time_exact", "dedup_key")
+_SELECTED = (
+    "device_id, %s::bigint, path, telemetry, device_timestamp, %s::timestamptz, %s::text, "
+    "time_exact, %s::bigint, dedup_key"
+)
+
+
+def _insert_postgresql(
+    rows: list[_Row], *, batch: tuple[int, datetime, str, int | None], returning: bool
+) -> tuple[int, set[str] | None]:
     table = TelemetryRecord._meta.db_table
-    columns = ", ".join(COLUMNS)
     with connection.cursor() as cursor:
         cursor.execute(
             "CREATE TEMP TABLE IF NOT EXISTS gsync_ingest ("
-            " device_id bigint, integration_id bigint, path text, telemetry jsonb,"
-            " device_timestamp timestamptz, received_at timestamptz, source text,"
-            " time_exact boolean, activity_id bigint, dedup_key uuid) ON COMMIT DELETE ROWS"
+            " device_id bigint, path text, telemetry jsonb, device_timestamp timestamptz,"
+            " time_exact boolean, dedup_key uuid) ON COMMIT DELETE ROWS"
         )
-        with cursor.cursor.copy(f"COPY gsync_ingest ({columns}) FROM STDIN") as copy:  # noqa: S608
-            for row in values:
-                copy.write_row(row)
+        copy_sql = f"COPY gsync_ingest ({', '.join(COPY_COLUMNS)}) FROM STDIN"
+        with cursor.cursor.copy(copy_sql) as copy:
+            for r in rows:
+                reading = r.reading
+                copy.write_row(
+                    (
+                        reading.device_pk,
+                        reading.path,
+                        r.document,
+                        reading.timestamp,
+                        reading.time_exact,
+                        r.key,
+                    )
+                )
         cursor.execute(
-            f"INSERT INTO {table} ({columns}) SELECT {columns} FROM gsync_ingest "  # noqa: S608
-            + ON_CONFLICT
-            + (" RETURNING dedup_key" if returning else "")
+            f"INSERT INTO {table} ({', '.join(COLUMNS)}) "  # noqa: S608
+            f"SELECT {_SELECTED} FROM gsync_ingest {ON_CONFLICT}"
+            + (" RETURNING dedup_key" if returning else ""),
+            batch,
         )
         inserted = cursor.rowcount
-        keys = {uuid.UUID(str(row[0])) for row in cursor.fetchall()} if returning else None
+        keys = _returned_keys(cursor.fetchall()) if returning else None
         cursor.execute("TRUNCATE gsync_ingest")
     return inserted, keys
+
+
+def _returned_keys(rows: list[tuple]) -> set[str]:
+    """RETURNING dedup_key as dedup_key_hex gives it: a UUID (PostgreSQL) or its hex (SQLite)."""
+    return {uuid.UUID(str(row[0])).hex for row in rows}
 
 
 def _prepared(values: list[tuple]) -> list[tuple]:
@@ -436,12 +492,12 @@ def _prepared(values: list[tuple]) -> list[tuple]:
 RETURNING_ROWS = 3_000
 
 
-def _insert_portable_returning(values: list[tuple]) -> set[uuid.UUID]:
+def _insert_portable_returning(values: list[tuple]) -> set[str]:
     """Insert-or-ignore by multi-row VALUES, returning the inserted keys (executemany returns
     no rows). RETURNING: PostgreSQL, SQLite >= 3.35."""
     table = TelemetryRecord._meta.db_table
     one = "(" + ", ".join(["%s"] * len(COLUMNS)) + ")"
-    keys: set[uuid.UUID] = set()
+    keys: set[str] = set()
     prepared = _prepared(values)
     with connection.cursor() as cursor:
         for start in range(0, len(prepared), RETURNING_ROWS):
@@ -452,7 +508,7 @@ def _insert_portable_returning(values: list[tuple]) -> set[uuid.UUID]:
                 f"{ON_CONFLICT} RETURNING dedup_key"
             )
             cursor.execute(sql, [value for row in chunk for value in row])
-            keys.update(uuid.UUID(str(row[0])) for row in cursor.fetchall())
+            keys.update(_returned_keys(cursor.fetchall()))
     return keys
 
 

@@ -103,6 +103,12 @@ RISKS = (
         rf'CREATE (?:UNIQUE )?INDEX (?!CONCURRENTLY\b).*\bON (?:ONLY )?"?(?:{_BIG})"?\b',
     ),
     (
+        "ADD COLUMN ... NOT NULL whose default is then dropped (Django's `default=`): the previous "
+        "release's processes, which do not name the column, cannot insert until they restart "
+        "(keep the default in the database: `db_default=`)",
+        rf"{_ON_BIG}.*\bALTER COLUMN\b.*\bDROP DEFAULT\b",
+    ),
+    (
         "VACUUM FULL, CLUSTER and SET TABLESPACE rewrite the table",
         rf'(?:VACUUM FULL|CLUSTER)\b.*"?(?:{_BIG})"?|{_ON_BIG}.*\bSET TABLESPACE\b',
     ),
@@ -148,6 +154,7 @@ def _statements(sql: str) -> list[str]:
         'CREATE UNIQUE INDEX "x" ON "integration_activity_log" ("integration_id", "started_at") '
         "WHERE \"activity_type\" = 'webhook_received';",
         'VACUUM FULL "device_telemetry_history";',
+        'ALTER TABLE "webhook_deliveries" ALTER COLUMN "device_external_id" DROP DEFAULT;',
     ],
 )
 def test_checker_catches_rewrites_and_long_locks(statement):
@@ -160,7 +167,6 @@ def test_checker_catches_rewrites_and_long_locks(statement):
         'CREATE INDEX CONCURRENTLY "telemetry_path" ON "device_telemetry_history" ("path");',
         'ALTER TABLE "device_telemetry_history" ADD COLUMN "note" text NULL;',
         'ALTER TABLE "device_telemetry_history" ADD COLUMN "n" integer DEFAULT 0 NOT NULL;',
-        'ALTER TABLE "device_telemetry_history" ALTER COLUMN "n" DROP DEFAULT;',
         'ALTER TABLE "device_telemetry_history" ADD CONSTRAINT "c" CHECK ("n" >= 0) NOT VALID;',
         'ALTER TABLE "device_telemetry_history" VALIDATE CONSTRAINT "c";',
         'ALTER TABLE "devices" ALTER COLUMN "name" TYPE varchar(400);',  # a small table

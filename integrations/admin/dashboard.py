@@ -203,7 +203,7 @@ PALETTE = ["#417690", "#e0b84f", "#79aec8", "#8e5ea2", "#3cba9f", "#c45850", "#5
 def readings_chart(*, now: datetime, chosen: Range, integrations: list[DeviceIntegration]) -> Chart:
     """Readings per bucket by reading time, stacked by integration."""
     buckets = Buckets(size=chosen.bucket, count=chosen.buckets, now=now)
-    counts = readings_by_time(buckets)
+    counts = readings_by_time(buckets, integration_ids=[i.pk for i in integrations])
     series = [Series(i.pk, i.name, PALETTE[n % len(PALETTE)]) for n, i in enumerate(integrations)]
     columns = [
         Column(start, {s.key: counts.get((int(s.key), start), 0) for s in series})

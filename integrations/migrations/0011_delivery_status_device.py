@@ -1,7 +1,9 @@
 """Webhook deliveries' HTTP status answered and device, for the deliveries list (issue 12).
 
-The status is nullable, the device a constant '' default: neither ADD COLUMN rewrites the table
-(PostgreSQL 11+ keeps a constant default in the catalogue); old deliveries show "-".
+The status is nullable, the device a constant '' database default: neither ADD COLUMN rewrites
+the table (PostgreSQL 11+ keeps a constant default in the catalogue); old deliveries show "-". The
+default stays in the database, so the previous release's processes, which do not name the column,
+still store deliveries until they restart.
 The device's index is built CONCURRENTLY on PostgreSQL (non-atomic migration), as 0010's is.
 """
 
@@ -35,12 +37,11 @@ class Migration(migrations.Migration):
             name="device_external_id",
             field=models.CharField(
                 blank=True,
-                default="",
+                db_default="",
                 help_text="The reading's Golioth device id.",
                 max_length=64,
                 verbose_name="device",
             ),
-            preserve_default=False,
         ),
         AddIndexConcurrentlyOnPostgres(
             model_name="webhookdelivery",

@@ -5,7 +5,15 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.db import IntegrityError, transaction
 
-from telemetry.ingest import Reading, count_new_readings, ingest_readings
+from integrations.models import ActivityLog
+from telemetry.ingest import (
+    COPY_MIN_ROWS,
+    IngestResult,
+    Reading,
+    count_new_readings,
+    ingest_readings,
+)
+from telemetry.keys import dedup_key
 from telemetry.models import TelemetryRecord
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -159,3 +167,51 @@ def test_ingest_refuses_a_payload_over_the_size_limit(integration, device, setti
     assert [
         len(t["text"]) for t in TelemetryRecord.objects.values_list("telemetry", flat=True)
     ] == [900]
+
+
+def test_ingest_of_a_bulk_batch_stores_every_column_and_each_readings_fate(integration, device):
+    # COPY_MIN_ROWS readings or more take PostgreSQL's COPY path: text that COPY escapes
+    # (backslash, tab, newline) must arrive as sent, with the batch's own columns.
+    tricky = {"note": 'tab\there\\ back\nline "é" \u2028', "n": None}
+    readings = [reading(device, s) for s in range(COPY_MIN_ROWS)]
+    moment = T0 + timedelta(seconds=3)
+    readings[3] = Reading(device.pk, device.external_id, moment, tricky, path="a\tb\\c\nd")
+    activity = ActivityLog.objects.start(integration, activity_type="backfill")
+    outcomes: list[IngestResult] = []
+
+    result = ingest_readings(
+        readings + readings[:2],
+        integration_id=integration.pk,
+        source="backfill",
+        activity_id=activity.pk,
+        per_reading=outcomes,
+    )
+
+    assert (result.inserted, result.duplicates) == (COPY_MIN_ROWS, 2)
+    assert [o.inserted for o in outcomes] == [1] * COPY_MIN_ROWS + [0, 0]
+    assert [o.duplicates for o in outcomes] == [0] * COPY_MIN_ROWS + [1, 1]
+    row = TelemetryRecord.objects.get(device_timestamp=moment)
+    assert (row.telemetry, row.path, row.source) == (tricky, "a\tb\\c\nd", "backfill")
+    assert (row.integration_id, row.activity_id, row.time_exact) == (
+        integration.pk,
+        activity.pk,
+        True,
+    )
+    assert row.dedup_key == dedup_key(
+        integration_id=integration.pk,
+        device_external_id=device.external_id,
+        timestamp=moment,
+        payload=tricky,
+    )
+    assert TelemetryRecord.objects.filter(received_at__isnull=False).count() == COPY_MIN_ROWS
+
+
+def test_ingest_stores_the_batches_read_before_the_readings_fail(integration, device):
+    def readings():
+        yield from (reading(device, s) for s in range(25))
+        raise ConnectionError("page 3 did not come")
+
+    with pytest.raises(ConnectionError):
+        ingest_readings(readings(), integration_id=integration.pk, source="sync", batch_size=10)
+
+    assert TelemetryRecord.objects.count() == 20

@@ -1,6 +1,6 @@
 """The dedup key: what makes two readings one, whichever path brought them."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -46,3 +46,28 @@ def test_canonical_json_is_compact_sorted_utf8_and_refuses_nan():
     assert canonical_json({"b": "é", "a": [1, 2]}) == '{"a":[1,2],"b":"é"}'.encode()
     with pytest.raises(ValueError):
         canonical_json({"x": float("nan")})
+
+
+@pytest.mark.parametrize(
+    ("reading", "stored"),
+    [
+        (
+            {"payload": {"temp": 21.5, "hum": 40, "note": "é\\\t"}},
+            "b3cd2bef-84a4-cde3-9a1d-b4556c9abe1c",
+        ),
+        (
+            {
+                "integration_id": 7,
+                "timestamp": datetime(
+                    1969, 12, 31, 23, 59, 59, 999999, tzinfo=timezone(timedelta(hours=2))
+                ),
+                "payload": [1, 2.5e300, None],
+            },
+            "90c2182a-f742-0278-3ec8-e44d6313a050",
+        ),
+    ],
+)
+def test_key_of_a_reading_is_the_key_already_stored_for_it(reading, stored):
+    # Keys computed by the first release: a change to the rule would store every reading of
+    # an existing database a second time.
+    assert str(key(**reading)) == stored

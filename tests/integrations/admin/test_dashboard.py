@@ -74,7 +74,7 @@ def test_readings_by_time_count_the_reading_time_not_the_stored_time(integration
     reading(device, NOW - timedelta(minutes=20), n=2)
     reading(device, NOW - timedelta(hours=30), n=3)  # outside 24 h
     buckets = Buckets(size=timedelta(hours=1), count=24, now=NOW)
-    counts = readings_by_time(buckets)
+    counts = readings_by_time(buckets, integration_ids=[integration.pk])
     assert counts == {
         (integration.pk, datetime(2026, 3, 3, 7, tzinfo=UTC)): 1,
         (integration.pk, datetime(2026, 3, 3, 12, tzinfo=UTC)): 2,
@@ -250,7 +250,9 @@ def test_readings_by_time_bucket_edges_are_exact(integration, make_device):
     reading(device, edge)
     reading(device, edge - timedelta(microseconds=1), n=1)
     reading(device, edge + timedelta(minutes=59, seconds=59, microseconds=999_999), n=2)
-    counts = readings_by_time(Buckets(size=timedelta(hours=1), count=24, now=NOW))
+    counts = readings_by_time(
+        Buckets(size=timedelta(hours=1), count=24, now=NOW), integration_ids=[integration.pk]
+    )
     assert counts == {
         (integration.pk, datetime(2026, 3, 3, 6, tzinfo=UTC)): 1,
         (integration.pk, edge): 2,
