@@ -87,6 +87,13 @@ if env.str("GSYNC_DEMO", default="") == "1":
 # A sync run holds its integration's lease this long, renewed while it works; a dead worker's
 # lease frees itself after at most this many seconds.
 GSYNC_SYNC_LEASE_SECONDS = env.int("GSYNC_SYNC_LEASE_SECONDS", default=300)
+# Seconds a qcluster told to stop (SIGTERM, Ctrl-C) gives its workers: a sync stops between
+# pages at once; a worker still busy after this is killed (integrations/shutdown.py).
+GSYNC_SHUTDOWN_GRACE_SECONDS = env.int("GSYNC_SHUTDOWN_GRACE_SECONDS", default=60)
+if GSYNC_SHUTDOWN_GRACE_SECONDS < 1:
+    raise ImproperlyConfigured(
+        f"GSYNC_SHUTDOWN_GRACE_SECONDS ({GSYNC_SHUTDOWN_GRACE_SECONDS}) must be 1 or more."
+    )
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -95,8 +102,9 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
-    "django_q",
+    # Before django_q: gsync's `qcluster` command (a graceful stop) replaces django-q2's.
     "integrations",
+    "django_q",
     "telemetry",
 ]
 
