@@ -142,6 +142,17 @@ DATABASES = {
 # Seconds a web worker may take on one request before the WSGI server kills it (README's
 # production command passes it as gunicorn's --timeout).
 GSYNC_WEB_TIMEOUT = env.int("GSYNC_WEB_TIMEOUT", default=30)
+# Backpressure (integrations/push/backpressure.py): the most a webhook waits for one database
+# statement (PostgreSQL's statement_timeout; SQLite waits GSYNC_SQLITE_TIMEOUT) before answering
+# 503 + Retry-After, and how many webhook requests one web process lets wait for the database.
+GSYNC_WEBHOOK_DB_TIMEOUT = env.float("GSYNC_WEBHOOK_DB_TIMEOUT", default=2.0)
+GSYNC_WEBHOOK_MAX_WAITING = env.int("GSYNC_WEBHOOK_MAX_WAITING", default=4)
+if not 0 < GSYNC_WEBHOOK_DB_TIMEOUT < GSYNC_WEB_TIMEOUT or GSYNC_WEBHOOK_MAX_WAITING < 1:
+    raise ImproperlyConfigured(
+        f"GSYNC_WEBHOOK_DB_TIMEOUT ({GSYNC_WEBHOOK_DB_TIMEOUT:g}) must be above 0 and below "
+        f"GSYNC_WEB_TIMEOUT ({GSYNC_WEB_TIMEOUT}), and GSYNC_WEBHOOK_MAX_WAITING "
+        f"({GSYNC_WEBHOOK_MAX_WAITING}) 1 or more."
+    )
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Web, worker and runsync write at once: WAL lets readers on, the busy timeout makes writers
     # wait instead of failing, and IMMEDIATE takes the write lock at BEGIN so no transaction has to

@@ -35,7 +35,11 @@ What the sender gets back (every answer but HEAD's is JSON):
                                       413 {..., "rejected": why}: its reading's JSON is over
                                       GSYNC_MAX_READING_BYTES (kept, re-processable)
   415                                 neither JSON nor CBOR
-  500 / 503 + Retry-After             a bug (traceback kept) / the database failed: Golioth retries
+  500 / 503 + Retry-After             a bug (traceback kept) / the database failed, or is too slow
+                                      to answer within GSYNC_WEBHOOK_DB_TIMEOUT
+                                      (integrations.push.backpressure): nothing stored but a
+                                      synchronous delivery's row; the pull fetches the reading
+                                      if the sender does not retry
 """
 
 from __future__ import annotations
@@ -57,7 +61,7 @@ from django.views.decorators.csrf import csrf_exempt
 from gsync.redaction import REDACTED, is_secret_name
 from integrations.golioth.webhook_payloads import UNSTORABLE_TEXT
 from integrations.models import DeviceIntegration, WebhookDelivery
-from integrations.push import auth_throttle
+from integrations.push import auth_throttle, backpressure
 from integrations.push.deliveries import (
     DeliveryResult,
     conclude_delivery,
@@ -88,13 +92,22 @@ def golioth_webhook(request: HttpRequest, token: str) -> HttpResponse:
     if request.method != "POST":
         return HttpResponseNotAllowed(["POST", "HEAD"])
     try:
-        return _receive(request, token)
+        with backpressure.waiting_for_the_database():
+            return _receive(request, token)
+    except backpressure.OverloadedError as exc:
+        # Logged once per slow period (integrations.push.backpressure), not once a request.
+        forget_minute_entries()  # one may have been added by a transaction rolled back
+        return _counted_not_logged(_unavailable(f"{exc}, retry later"))
     except DatabaseError:
         logger.exception("webhook: database unavailable, answering 503 so the sender retries")
         forget_minute_entries()
-        response = _error(503, "database unavailable, retry later")
-        response["Retry-After"] = str(RETRY_AFTER_SECONDS)
-        return response
+        return _unavailable("database unavailable, retry later")
+
+
+def _unavailable(message: str) -> HttpResponse:
+    response = _error(503, message)
+    response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
 
 
 def _receive(request: HttpRequest, token: str) -> HttpResponse:
@@ -120,16 +133,21 @@ def _receive(request: HttpRequest, token: str) -> HttpResponse:
     except UnreadableBody as exc:
         body, unreadable = None, str(exc)
     delivery = new_delivery(integration=integration, request=request, body=body, received_at=now)
-    # Added even for a refused body: the minute's entry counts every delivery.
-    entry_id = webhook_minute_entry(integration, at=now)
     refusal = _refusal(request, body=body, unreadable=unreadable)
-    if integration.sync_settings.webhook_queued:
-        return _queue(delivery, refusal=refusal)
-    delivery.save()  # committed before any processing: nothing a failure does can lose it
+    queued = integration.sync_settings.webhook_queued
+    # The answer goes out after the commit: a 2xx is never sent for a delivery not kept.
+    with backpressure.bounded_transaction():
+        # Added even for a refused body: the minute's entry counts every delivery.
+        entry_id = webhook_minute_entry(integration, at=now)
+        if queued:
+            return _queue(delivery, refusal=refusal)
+        delivery.save()  # committed before any processing: nothing a failure does can lose it
     if refusal:
         conclude_delivery(delivery, refusal)
         return _answer(refusal)
-    result = process_delivery(delivery, integration=integration, activity_id=entry_id)
+    result = process_delivery(
+        delivery, integration=integration, activity_id=entry_id, limit_statements=True
+    )
     return _answer(result)
 
 
@@ -218,7 +236,8 @@ def _find_integration(token: str) -> DeviceIntegration | None:
     enabled = DeviceIntegration.objects.filter(webhook_token=token, webhook_enabled=True)
     # What a delivery needs; the sync state and the encrypted key stay in the database.
     needed = enabled.only("project_id", "settings", "webhook_token", "webhook_secrets")
-    integration = next(iter(needed[:1]), None)
+    with backpressure.bounded_transaction():
+        integration = next(iter(needed[:1]), None)
     if ttl > 0:
         if len(_integrations) >= INTEGRATIONS_CACHED:
             _integrations.clear()
@@ -244,9 +263,10 @@ def _authenticated(request: HttpRequest, integration: DeviceIntegration) -> bool
 
 
 def _count_rejection(request: HttpRequest, integration: DeviceIntegration, address: str) -> None:
-    DeviceIntegration.objects.filter(pk=integration.pk).update(
-        webhook_rejected_count=F("webhook_rejected_count") + 1
-    )
+    with backpressure.bounded_transaction():
+        DeviceIntegration.objects.filter(pk=integration.pk).update(
+            webhook_rejected_count=F("webhook_rejected_count") + 1
+        )
     sent = "a wrong" if _has_secret_header(request) else "no"
     what = f"rejected a request with {sent} secret for integration {integration.pk}"
     auth_throttle.count_failure(address, scope=str(integration.pk), what=what)
