@@ -2,18 +2,19 @@
 than let requests queue in front of it (issue 13).
 
 Three bounds, each per web process:
-- a statement of the webhook waits at most GSYNC_WEBHOOK_DB_TIMEOUT seconds (PostgreSQL:
-  `SET LOCAL statement_timeout` in the transaction that stores the delivery, and in the one that
-  stores a synchronous delivery's reading; waiting on a lock counts). SQLite waits its busy
-  timeout, GSYNC_SQLITE_TIMEOUT;
+- a statement of the webhook waits at most GSYNC_WEBHOOK_DB_TIMEOUT seconds (waiting on a lock
+  counts). On PostgreSQL each statement is sent as `SET LOCAL statement_timeout = N; <statement>`
+  in one query string: the two run in one implicit transaction (or the enclosing one), so the
+  bound costs no round trip and never outlives the statement's transaction, even through a
+  connection pooler. SQLite waits its busy timeout, GSYNC_SQLITE_TIMEOUT;
 - at most GSYNC_WEBHOOK_MAX_WAITING requests wait for the database at once (threaded servers;
   a sync gunicorn worker serves one request at a time anyway);
 - once a statement timed out, the process answers 503 without asking the database for the next
   GSYNC_WEBHOOK_DB_TIMEOUT seconds: a backlog in the server's listen queue drains at once, and
   one request per period finds out whether the database is back.
 
-Nothing answered 2xx is lost: a 2xx is sent only after the delivery's transaction committed, and
-a timed-out transaction stored nothing (a synchronous delivery keeps its row, failed, and the
+Nothing answered 2xx is lost: the webhook answers after the delivery's INSERT committed, and a
+statement that timed out stored nothing (a synchronous delivery keeps its row, failed, and the
 retry's copy of the reading is stored once).
 """
 
@@ -24,9 +25,11 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
+import psycopg
 from django.conf import settings
-from django.db import OperationalError, connection, transaction
+from django.db import OperationalError, connection
 from psycopg import errors as pg_errors
 
 logger = logging.getLogger(__name__)
@@ -42,8 +45,8 @@ class OverloadedError(Exception):
 
 @contextmanager
 def waiting_for_the_database() -> Iterator[None]:
-    """A place among the requests this process lets wait for the database, or OverloadedError;
-    a statement timing out inside turns into OverloadedError too."""
+    """A place among the requests this process lets wait for the database, with every statement
+    bounded, or OverloadedError; a statement timing out inside turns into OverloadedError too."""
     global _waiting
     with _lock:
         if time.monotonic() < _shedding_until:
@@ -52,7 +55,8 @@ def waiting_for_the_database() -> Iterator[None]:
             raise OverloadedError("too many requests are waiting for the database")
         _waiting += 1
     try:
-        yield
+        with _bounded_statements():
+            yield
     except OperationalError as exc:
         if not _timed_out(exc):
             raise
@@ -64,20 +68,25 @@ def waiting_for_the_database() -> Iterator[None]:
 
 
 @contextmanager
-def bounded_transaction() -> Iterator[None]:
-    """A transaction whose statements wait at most GSYNC_WEBHOOK_DB_TIMEOUT (PostgreSQL)."""
-    with transaction.atomic():
-        limit_statements()
+def _bounded_statements() -> Iterator[None]:
+    if connection.vendor != "postgresql":
         yield
+        return
+    milliseconds = int(settings.GSYNC_WEBHOOK_DB_TIMEOUT * 1000)
+    prefix = f"SET LOCAL statement_timeout = {milliseconds}; "
 
+    def bound(execute: Any, sql: str, params: Any, many: bool, context: dict[str, Any]) -> Any:
+        cursor = context["cursor"].cursor
+        # Client-side binding (Django's default for psycopg 3) sends one query string, which
+        # may hold two statements; executemany and server-side binding go unbounded.
+        if many or not isinstance(cursor, psycopg.ClientCursor):
+            return execute(sql, params, many, context)
+        result = execute(prefix + sql, params, many, context)
+        cursor.nextset()  # past the SET's empty result, to the statement's own
+        return result
 
-def limit_statements() -> None:
-    """Bound the statements of the enclosing transaction (PostgreSQL; SQLite has its busy
-    timeout)."""
-    if connection.vendor == "postgresql":
-        milliseconds = int(settings.GSYNC_WEBHOOK_DB_TIMEOUT * 1000)
-        with connection.cursor() as cursor:
-            cursor.execute(f"SET LOCAL statement_timeout = {milliseconds}")
+    with connection.execute_wrapper(bound):
+        yield
 
 
 def forget() -> None:

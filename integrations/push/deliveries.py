@@ -31,7 +31,6 @@ from integrations.golioth.webhook_payloads import (
     parse_webhook,
 )
 from integrations.models import ActivityLog, DeviceIntegration, WebhookDelivery
-from integrations.push import backpressure
 from integrations.sync_settings import SyncSettings
 from telemetry.ingest import IngestResult, Reading, ingest_readings
 from telemetry.models import Device, TelemetryRecord
@@ -93,15 +92,12 @@ def process_delivery(
     *,
     integration: DeviceIntegration | None = None,
     activity_id: int | None = None,
-    limit_statements: bool = False,
 ) -> DeliveryResult:
     """Parse and store one delivery, and record the outcome on its row.
 
     Readings link to activity entry `activity_id`; readings and outcome commit together. A
     DatabaseError is recorded (when the database still answers) and raised again, so the view
     answers 503 and Golioth retries; anything else is recorded with its traceback.
-    `limit_statements`: the webhook's bound on waiting for the database (integrations.push.
-    backpressure) applies to the storing transaction.
     """
     integration = integration or delivery.integration
     try:
@@ -110,8 +106,6 @@ def process_delivery(
         if isinstance(read, DeliveryResult):
             return conclude_delivery(delivery, read)
         with transaction.atomic():
-            if limit_statements:
-                backpressure.limit_statements()
             result = store_reading(
                 read,
                 integration=integration,

@@ -134,20 +134,15 @@ def _receive(request: HttpRequest, token: str) -> HttpResponse:
         body, unreadable = None, str(exc)
     delivery = new_delivery(integration=integration, request=request, body=body, received_at=now)
     refusal = _refusal(request, body=body, unreadable=unreadable)
-    queued = integration.sync_settings.webhook_queued
-    # The answer goes out after the commit: a 2xx is never sent for a delivery not kept.
-    with backpressure.bounded_transaction():
-        # Added even for a refused body: the minute's entry counts every delivery.
-        entry_id = webhook_minute_entry(integration, at=now)
-        if queued:
-            return _queue(delivery, refusal=refusal)
-        delivery.save()  # committed before any processing: nothing a failure does can lose it
+    # Added even for a refused body: the minute's entry counts every delivery.
+    entry_id = webhook_minute_entry(integration, at=now)
+    if integration.sync_settings.webhook_queued:
+        return _queue(delivery, refusal=refusal)
+    delivery.save()  # committed before any processing: nothing a failure does can lose it
     if refusal:
         conclude_delivery(delivery, refusal)
         return _answer(refusal)
-    result = process_delivery(
-        delivery, integration=integration, activity_id=entry_id, limit_statements=True
-    )
+    result = process_delivery(delivery, integration=integration, activity_id=entry_id)
     return _answer(result)
 
 
@@ -236,8 +231,7 @@ def _find_integration(token: str) -> DeviceIntegration | None:
     enabled = DeviceIntegration.objects.filter(webhook_token=token, webhook_enabled=True)
     # What a delivery needs; the sync state and the encrypted key stay in the database.
     needed = enabled.only("project_id", "settings", "webhook_token", "webhook_secrets")
-    with backpressure.bounded_transaction():
-        integration = next(iter(needed[:1]), None)
+    integration = next(iter(needed[:1]), None)
     if ttl > 0:
         if len(_integrations) >= INTEGRATIONS_CACHED:
             _integrations.clear()
@@ -263,10 +257,9 @@ def _authenticated(request: HttpRequest, integration: DeviceIntegration) -> bool
 
 
 def _count_rejection(request: HttpRequest, integration: DeviceIntegration, address: str) -> None:
-    with backpressure.bounded_transaction():
-        DeviceIntegration.objects.filter(pk=integration.pk).update(
-            webhook_rejected_count=F("webhook_rejected_count") + 1
-        )
+    DeviceIntegration.objects.filter(pk=integration.pk).update(
+        webhook_rejected_count=F("webhook_rejected_count") + 1
+    )
     sent = "a wrong" if _has_secret_header(request) else "no"
     what = f"rejected a request with {sent} secret for integration {integration.pk}"
     auth_throttle.count_failure(address, scope=str(integration.pk), what=what)
