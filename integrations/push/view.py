@@ -96,7 +96,7 @@ def golioth_webhook(request: HttpRequest, token: str) -> HttpResponse:
             return _receive(request, token)
     except backpressure.OverloadedError as exc:
         # Logged once per slow period (integrations.push.backpressure), not once a request.
-        forget_minute_entries()  # one may have been added by a transaction rolled back
+        forget_minute_entries()  # as after any database error
         return _counted_not_logged(_unavailable(f"{exc}, retry later"))
     except DatabaseError:
         logger.exception("webhook: database unavailable, answering 503 so the sender retries")
@@ -133,9 +133,9 @@ def _receive(request: HttpRequest, token: str) -> HttpResponse:
     except UnreadableBody as exc:
         body, unreadable = None, str(exc)
     delivery = new_delivery(integration=integration, request=request, body=body, received_at=now)
-    refusal = _refusal(request, body=body, unreadable=unreadable)
     # Added even for a refused body: the minute's entry counts every delivery.
     entry_id = webhook_minute_entry(integration, at=now)
+    refusal = _refusal(request, body=body, unreadable=unreadable)
     if integration.sync_settings.webhook_queued:
         return _queue(delivery, refusal=refusal)
     delivery.save()  # committed before any processing: nothing a failure does can lose it
