@@ -87,6 +87,13 @@ if env.str("GSYNC_DEMO", default="") == "1":
 # A sync run holds its integration's lease this long, renewed while it works; a dead worker's
 # lease frees itself after at most this many seconds.
 GSYNC_SYNC_LEASE_SECONDS = env.int("GSYNC_SYNC_LEASE_SECONDS", default=300)
+# Seconds a qcluster told to stop (SIGTERM, Ctrl-C) gives its workers: a sync stops between
+# pages at once; a worker still busy after this is killed (integrations/shutdown.py).
+GSYNC_SHUTDOWN_GRACE_SECONDS = env.int("GSYNC_SHUTDOWN_GRACE_SECONDS", default=60)
+if GSYNC_SHUTDOWN_GRACE_SECONDS < 1:
+    raise ImproperlyConfigured(
+        f"GSYNC_SHUTDOWN_GRACE_SECONDS ({GSYNC_SHUTDOWN_GRACE_SECONDS}) must be 1 or more."
+    )
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -95,8 +102,9 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
-    "django_q",
+    # Before django_q: gsync's `qcluster` command (a graceful stop) replaces django-q2's.
     "integrations",
+    "django_q",
     "telemetry",
 ]
 
@@ -134,6 +142,17 @@ DATABASES = {
 # Seconds a web worker may take on one request before the WSGI server kills it (README's
 # production command passes it as gunicorn's --timeout).
 GSYNC_WEB_TIMEOUT = env.int("GSYNC_WEB_TIMEOUT", default=30)
+# Backpressure (integrations/push/backpressure.py): the most a webhook waits for one database
+# statement (PostgreSQL's statement_timeout; SQLite waits GSYNC_SQLITE_TIMEOUT) before answering
+# 503 + Retry-After, and how many webhook requests one web process lets wait for the database.
+GSYNC_WEBHOOK_DB_TIMEOUT = env.float("GSYNC_WEBHOOK_DB_TIMEOUT", default=2.0)
+GSYNC_WEBHOOK_MAX_WAITING = env.int("GSYNC_WEBHOOK_MAX_WAITING", default=4)
+if not 0 < GSYNC_WEBHOOK_DB_TIMEOUT < GSYNC_WEB_TIMEOUT or GSYNC_WEBHOOK_MAX_WAITING < 1:
+    raise ImproperlyConfigured(
+        f"GSYNC_WEBHOOK_DB_TIMEOUT ({GSYNC_WEBHOOK_DB_TIMEOUT:g}) must be above 0 and below "
+        f"GSYNC_WEB_TIMEOUT ({GSYNC_WEB_TIMEOUT}), and GSYNC_WEBHOOK_MAX_WAITING "
+        f"({GSYNC_WEBHOOK_MAX_WAITING}) 1 or more."
+    )
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Web, worker and runsync write at once: WAL lets readers on, the busy timeout makes writers
     # wait instead of failing, and IMMEDIATE takes the write lock at BEGIN so no transaction has to

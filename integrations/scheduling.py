@@ -20,6 +20,7 @@ from django.utils import timezone
 from django_q.models import Schedule
 from django_q.tasks import async_task
 
+from integrations import shutdown
 from integrations.due import Hold, due, log_skip, reconcile_due
 from integrations.models import ActivityLog, DeviceIntegration, Heartbeat
 from integrations.pruning import prune
@@ -189,6 +190,8 @@ def run_sync_task(
     """One run of one integration, in a worker; returns a summary for django-q2's task record."""
     # From here on the lease (taken inside sync_integration) keeps a second run out.
     DeviceIntegration.objects.filter(pk=integration_id).update(queued_at=None)
+    if shutdown.requested():
+        return _handed_back(integration_id)
     integration = DeviceIntegration.objects.filter(pk=integration_id).first()
     if integration is None:
         logger.info("run_sync_task: integration %s no longer exists", integration_id)
@@ -206,6 +209,8 @@ def run_sync_task(
 def run_reconcile_task(integration_id: int, trigger: str = "schedule") -> dict[str, Any]:
     """One reconcile of one integration, in a worker (the sync's lease keeps the two apart)."""
     DeviceIntegration.objects.filter(pk=integration_id).update(queued_at=None)
+    if shutdown.requested():
+        return _handed_back(integration_id)
     integration = DeviceIntegration.objects.filter(pk=integration_id).first()
     if integration is None:
         return {"status": "skipped", "skip_reason": "integration deleted"}
@@ -220,6 +225,13 @@ def run_reconcile_task(integration_id: int, trigger: str = "schedule") -> dict[s
         "missing": outcome.buckets_missing,
         "error": outcome.error,
     }
+
+
+def _handed_back(integration_id: int) -> dict[str, Any]:
+    """A task handed to a worker of a stopping qcluster (django-q2 hands out what it had fetched
+    before the stop): not started, so the first dispatch after the restart queues it again."""
+    logger.info("integration %s: not started, the qcluster is stopping", integration_id)
+    return {"status": "skipped", "skip_reason": "the qcluster is stopping"}
 
 
 def _enqueue_reconcile(pk: int, *, now: datetime, trigger: str = "schedule") -> bool:

@@ -26,6 +26,7 @@ from integrations.golioth.errors import (
 )
 from integrations.models import ActivityLog, DeviceIntegration
 from integrations.pull.lease import LeaseLostError
+from integrations.shutdown import ShutdownRequestedError
 from integrations.sync_settings import SettingsError
 
 # Failures with a message written for staff; anything else is a bug and gets a traceback.
@@ -35,6 +36,7 @@ EXPECTED_ERRORS = (
     EncryptionKeyError,
     LeaseLostError,
     SettingsError,
+    ShutdownRequestedError,
 )
 
 Status = ActivityLog.Status

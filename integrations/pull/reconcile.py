@@ -29,6 +29,7 @@ from datetime import datetime, timedelta
 
 from django.utils import timezone
 
+from integrations import shutdown
 from integrations.golioth.client import GoliothClient
 from integrations.golioth.errors import (
     AuthenticationError,
@@ -306,8 +307,11 @@ def _fallback(run: _Run, client: GoliothClient, *, reason: str) -> None:
 
 
 def _renew(run: _Run) -> None:
+    """Between pages: keep the lease, and end the run if the qcluster is stopping (a reconcile
+    stopped half-way is simply not verified; the next one checks again)."""
     if run.claim is not None:
         run.claim.lease.renew()
+    shutdown.check()
 
 
 # --- endings -------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from django.db.models import F
 from django.utils import timezone
 
+from integrations import shutdown
 from integrations.due import FORCEABLE, due, log_skip
 from integrations.golioth.client import GoliothClient
 from integrations.golioth.payloads import StreamReading
@@ -167,6 +168,9 @@ def _execute(run: _Run) -> SyncOutcome:
     try:
         client = make_client(run.integration)
         _pull(run, client)
+    except shutdown.ShutdownRequestedError:
+        _count_calls(run, client)
+        return _interrupt(run)
     except Exception as exc:  # noqa: BLE001 - every failure is recorded, none is hidden
         _count_calls(run, client)
         return _fail(run, exc)
@@ -185,7 +189,7 @@ def _pull(run: _Run, client: GoliothClient) -> None:
         now=run.now,
         device_ids=run.device_ids,
         write=not run.dry_run,
-        on_page=lambda: _renew(run),
+        on_page=lambda: _between_pages(run),
     )
     run.outcome.devices = len(scope.devices)
     pages = _reading_pages(run, scope, _stream_pages(run, scope, client))
@@ -211,13 +215,15 @@ def _count(run: _Run, result: IngestResult) -> None:
 def _store(run: _Run, claim: Claim, pages: Iterator[list[Reading]]) -> None:
     """Ingest pages gathered into big batches (far cheaper per reading than a transaction per
     page), committed at least every FLUSH_SECONDS: a slow run's readings show up as it goes, and
-    a killed worker loses seconds of fetching, not the whole window. One batch held at most."""
+    a killed worker loses seconds of fetching, not the whole window. One batch held at most.
+    A qcluster that is stopping gets the batch in hand stored, then the run ends."""
     batch: list[Reading] = []
     flushed = time.monotonic()
     for readings in itertools.chain(pages, [None]):
         if readings is not None:
             batch += readings
-        due = time.monotonic() - flushed >= FLUSH_SECONDS or readings is None
+        stopping = shutdown.requested()
+        due = time.monotonic() - flushed >= FLUSH_SECONDS or readings is None or stopping
         if batch and (len(batch) >= INGEST_BATCH_SIZE or due):
             result = ingest_readings(
                 batch,
@@ -229,11 +235,17 @@ def _store(run: _Run, claim: Claim, pages: Iterator[list[Reading]]) -> None:
             )
             _count(run, result)
             batch, flushed = [], time.monotonic()
+        shutdown.check()
 
 
 def _renew(run: _Run) -> None:
     if run.claim is not None:
         run.claim.lease.renew()
+
+
+def _between_pages(run: _Run) -> None:
+    _renew(run)
+    shutdown.check()
 
 
 def _stream_pages(
@@ -348,6 +360,28 @@ def _fail(run: _Run, exc: Exception) -> SyncOutcome:
             status=DeviceIntegration.Status.ERROR, sync_error=reason
         )
         outcome.error = reason
+    _finish_activity(run, run.claim, error=outcome.error)
+    return outcome
+
+
+def _interrupt(run: _Run) -> SyncOutcome:
+    """The qcluster is stopping: what was stored stays, the cursor stays where it was (the
+    window's pages come newest first, so no earlier point of it is known complete), and the
+    lease is freed with the interval reset, so the first dispatch after the restart reads the
+    window again. Not a failure: it counts towards no stop-after-failures."""
+    outcome = run.outcome
+    outcome.status = Status.FAILED
+    outcome.duration = time.monotonic() - run.started
+    outcome.error = (
+        f"Interrupted by shutdown: the qcluster was stopped after {run.pages} pages "
+        f"({outcome.inserted:,} readings stored); the cursor did not move, the next run reads "
+        "this window again."
+    )
+    logger.info("Sync of %s interrupted by shutdown after %d pages", run.integration, run.pages)
+    if run.claim is None:
+        return outcome
+    run.claim.lease.release(last_queued_at=None)
+    run.claim.activity.metadata["interrupted"] = "shutdown"
     _finish_activity(run, run.claim, error=outcome.error)
     return outcome
 

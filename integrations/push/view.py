@@ -35,7 +35,11 @@ What the sender gets back (every answer but HEAD's is JSON):
                                       413 {..., "rejected": why}: its reading's JSON is over
                                       GSYNC_MAX_READING_BYTES (kept, re-processable)
   415                                 neither JSON nor CBOR
-  500 / 503 + Retry-After             a bug (traceback kept) / the database failed: Golioth retries
+  500 / 503 + Retry-After             a bug (traceback kept) / the database failed, or is too slow
+                                      to answer within GSYNC_WEBHOOK_DB_TIMEOUT
+                                      (integrations.push.backpressure): nothing stored but a
+                                      synchronous delivery's row; the pull fetches the reading
+                                      if the sender does not retry
 """
 
 from __future__ import annotations
@@ -57,7 +61,7 @@ from django.views.decorators.csrf import csrf_exempt
 from gsync.redaction import REDACTED, is_secret_name
 from integrations.golioth.webhook_payloads import UNSTORABLE_TEXT
 from integrations.models import DeviceIntegration, WebhookDelivery
-from integrations.push import auth_throttle
+from integrations.push import auth_throttle, backpressure
 from integrations.push.deliveries import (
     DeliveryResult,
     answer_status,
@@ -89,13 +93,22 @@ def golioth_webhook(request: HttpRequest, token: str) -> HttpResponse:
     if request.method != "POST":
         return HttpResponseNotAllowed(["POST", "HEAD"])
     try:
-        return _receive(request, token)
+        with backpressure.waiting_for_the_database():
+            return _receive(request, token)
+    except backpressure.OverloadedError as exc:
+        # Logged once per slow period (integrations.push.backpressure), not once a request.
+        forget_minute_entries()  # as after any database error
+        return _counted_not_logged(_unavailable(f"{exc}, retry later"))
     except DatabaseError:
         logger.exception("webhook: database unavailable, answering 503 so the sender retries")
         forget_minute_entries()
-        response = _error(503, "database unavailable, retry later")
-        response["Retry-After"] = str(RETRY_AFTER_SECONDS)
-        return response
+        return _unavailable("database unavailable, retry later")
+
+
+def _unavailable(message: str) -> HttpResponse:
+    response = _error(503, message)
+    response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
 
 
 def _receive(request: HttpRequest, token: str) -> HttpResponse:

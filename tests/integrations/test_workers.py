@@ -269,3 +269,89 @@ def test_healthz_fails_when_the_scheduler_stops(start_qcluster, client, settings
 
     wait_for(failing, timeout=30)
     assert "is a qcluster worker running?" in client.get("/healthz").json()["reason"]
+
+
+def test_sigterm_stops_a_sync_between_pages_and_the_next_run_completes_it(
+    start_qcluster, make_integration
+):
+    now = timezone.now()
+    # ~40 stream pages at 4 requests/s: the run is mid-window when the qcluster is stopped.
+    with GoliothSimulator(latency=0.1) as sim:
+        sim.seed_fleet(20, 200, start=now - timedelta(hours=2), end=now - timedelta(minutes=1))
+        integration = make_integration(
+            "restarted",
+            api_key=sim.api_key,
+            base_url=sim.base_url,
+            settings={
+                "backfillFrom": (now - timedelta(hours=3)).isoformat(),
+                "maxRequestsPerSecond": 4,
+                "reconcileIntervalMinutes": 0,
+            },
+        )
+        ensure_schedules()
+        cluster = start_qcluster("a")
+        assert enqueue_sync(integration)
+
+        def first_run_is_storing():
+            """the first run to store readings"""
+            return TelemetryRecord.objects.filter(integration=integration).count() > 200
+
+        wait_for(first_run_is_storing, timeout=60)
+        cluster.send_signal(signal.SIGTERM)  # what systemd sends the main process on a restart
+        assert cluster.wait(timeout=60) == 0  # a bound in case it hangs; the grace is 60 s
+
+        (first,) = runs(integration)
+        stored = TelemetryRecord.objects.filter(integration=integration).count()
+        assert first.status == "failed" and first.completed_at is not None
+        assert first.error_message.startswith("Interrupted by shutdown: the qcluster was stopped")
+        assert first.metadata["interrupted"] == "shutdown"
+        assert first.readings_inserted == stored  # what it stored is committed and counted
+        assert 0 < stored < len(golioth_truth(sim, end=first.window_end))
+        integration.refresh_from_db()
+        assert integration.locked_by == "" and integration.locked_until is None  # lease freed
+        assert integration.sync_cursor is None  # not moved past what it did not read
+        assert integration.consecutive_failures == 0  # a restart is not a failure
+
+        # After the restart the first dispatch queues the integration again at once.
+        start_qcluster("b")
+
+        def a_run_succeeded():
+            """the restarted qcluster to finish the integration"""
+            return bool(runs(integration, "success"))
+
+        wait_for(a_run_succeeded, timeout=90, every=1, tick=dispatch)
+        (second,) = runs(integration, "success")
+        assert second.readings_duplicate == stored  # read again, stored once
+        integration.refresh_from_db()
+        assert integration.sync_cursor == second.window_end
+        assert mirror(integration) == golioth_truth(sim, end=second.window_end)
+
+
+def test_sigterm_kills_a_worker_still_busy_after_the_grace_period(start_qcluster, make_integration):
+    # Every Golioth call takes 5 s, the grace 1 s: the run cannot reach a page boundary in time.
+    with GoliothSimulator(latency=5) as sim:
+        now = timezone.now()
+        sim.seed_fleet(2, 10, start=now - timedelta(hours=1), end=now - timedelta(minutes=1))
+        integration = make_integration(
+            "stuck",
+            api_key=sim.api_key,
+            base_url=sim.base_url,
+            settings={"reconcileIntervalMinutes": 0},
+        )
+        cluster = start_qcluster("a", GSYNC_SHUTDOWN_GRACE_SECONDS="1")
+        assert enqueue_sync(integration)
+
+        def run_started():
+            """the run to start"""
+            return bool(runs(integration))
+
+        wait_for(run_started, timeout=60)
+        cluster.send_signal(signal.SIGTERM)
+        cluster.wait(timeout=30)  # without the grace period it would wait for the run
+
+        (run,) = runs(integration)
+        assert run.status == "started"  # killed, not finished: the lease then frees itself
+        integration.refresh_from_db()
+        assert integration.locked_by == run.metadata["lease"]
+        log = OUTPUT / "test_sigterm_kills_a_worker_still_busy_after_the_grace_period-a.log"
+        assert "still running after 1 s of grace; killing it" in log.read_text()
