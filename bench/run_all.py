@@ -29,6 +29,10 @@ SUITE = {
         "bench_admin.py",
         ["--readings", "5000000", "--activity", "100000", "--devices", "10000", "--repeat", "5"],
     ),
+    "scaling": (
+        "bench_scaling.py",
+        ["--integrations", "4", "--devices", "100", "--readings-per-device", "100"],
+    ),
 }
 QUICK = {
     "ingest": ["--readings", "20000", "--rounds", "1"],
@@ -36,6 +40,7 @@ QUICK = {
     "reconcile": ["--devices", "100", "--hours", "12"],
     "webhook": ["--duration", "3", "--rounds", "1"],
     "admin": ["--readings", "50000", "--activity", "10000", "--devices", "1000", "--repeat", "3"],
+    "scaling": ["--integrations", "2", "--devices", "20", "--readings-per-device", "50"],
 }
 
 

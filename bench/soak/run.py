@@ -86,15 +86,19 @@ def prepare(args: argparse.Namespace) -> Soak:
     return Soak(args, cluster, env, log_dir)
 
 
-def create_integration(soak: Soak, base_url: str, project_id: str) -> Any:
+def create_integration(
+    soak: Soak, base_url: str, project_id: str, *, name: str = "soak", **settings: Any
+) -> Any:
+    """An integration with webhooks on (secret SECRET), pulling every minute from `base_url`."""
     from integrations.models import DeviceIntegration
 
     integration = DeviceIntegration(
-        name="soak", project_id=project_id, base_url=base_url, webhook_enabled=True,
+        name=name, project_id=project_id, base_url=base_url, webhook_enabled=True,
         settings={
             "syncIntervalSeconds": 60, "overlapSeconds": 60, "settleSeconds": 5,
             "maxRequestsPerSecond": 50,
             "backfillFrom": (soak.started - timedelta(minutes=5)).isoformat(),
+            **settings,
         },
     )  # fmt: skip
     integration.set_api_key("soak-api-key")
@@ -195,7 +199,9 @@ def pull_summary(integration: Any) -> str:
     )  # fmt: skip
     totals = entries.aggregate(calls=Sum("api_calls"), retries=Sum("retries"))
     runs = ", ".join(f"{key} {n}" for key, n in sorted(by_status.items()))
-    return f"pull runs: {runs}; API calls {totals['calls'] or 0:,}, retries {totals['retries'] or 0:,}"
+    return (
+        f"pull runs: {runs}; API calls {totals['calls'] or 0:,}, retries {totals['retries'] or 0:,}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -211,77 +217,116 @@ def main(argv: list[str] | None = None) -> int:
         soak.cluster.stop()
 
 
-def run(soak: Soak) -> int:
-    from django.db import connections
+@dataclass
+class Golioth:
+    """The Golioth side: the simulator, its fleet and the webhooks its pipelines send."""
 
-    from bench.soak.faults import FaultSchedule
+    simulator: Any
+    integration: Any
+    sender: Any
+    fleet: Any
+
+
+def start_golioth(soak: Soak) -> Golioth:
     from bench.soak.traffic import LiveFleet, WebhookSender
-    from bench.soak.verdict import judge
     from integrations.golioth.simulator.server import GoliothSimulator
 
     args = soak.args
     simulator = GoliothSimulator(project_id="soak-project", api_key="soak-api-key", seed=args.seed)
-    base_url = simulator.start()
-    integration = create_integration(soak, base_url, simulator.project_id)
+    integration = create_integration(soak, simulator.start(), simulator.project_id)
     text = pipeline_text(integration)
     start_nodes(soak, integration.webhook_path)
-    web_ports = [n.port or 0 for n in soak.nodes if n.kind == "web"]
     sender = WebhookSender(
-        ports=web_ports, path=integration.webhook_path, secret=SECRET,
-        project_id=simulator.project_id, rate=args.webhook_rate, seed=args.seed,
+        ports=[n.port or 0 for n in soak.nodes if n.kind == "web"],
+        path=integration.webhook_path, secret=SECRET, project_id=simulator.project_id,
+        rate=args.webhook_rate, seed=args.seed,
     )  # fmt: skip
     fleet = LiveFleet(
         simulator, sender, pipeline_text=text, devices=args.devices,
         cadence=timedelta(seconds=args.cadence),
         outage=(timedelta(seconds=90), timedelta(seconds=240)), seed=args.seed,
     )  # fmt: skip
+    return Golioth(simulator, integration, sender, fleet)
+
+
+def run(soak: Soak) -> int:
+    from bench.soak.faults import FaultSchedule
+    from bench.soak.verdict import judge_fleet
+
+    args = soak.args
+    golioth = start_golioth(soak)
     faults = FaultSchedule(
-        nodes=soak.nodes, cluster=soak.cluster, simulator=simulator, fleet=fleet.model,
-        minutes=args.minutes, seed=args.seed,
+        nodes=soak.nodes, cluster=soak.cluster, simulator=golioth.simulator,
+        fleet=golioth.fleet.model, minutes=args.minutes, seed=args.seed,
     )  # fmt: skip
     print(f"soak: {args.minutes:g} min under faults; PostgreSQL of its own on port "
           f"{soak.cluster.port}; logs in {soak.log_dir}", flush=True)  # fmt: skip
-    began = time.monotonic()
-    sender.start()
-    fleet.start()
+    golioth.sender.start()
+    golioth.fleet.start()
     faults.start()
-    while time.monotonic() - began < args.minutes * 60:
-        time.sleep(min(30.0, args.minutes * 60 - (time.monotonic() - began)))
-        print(f"  {time.monotonic() - began:5.0f} s: {fleet.model.truth.total():,} readings, "
-              f"{sender.stats['readings']:,} webhooks queued, {sender.pending} pending, "
-              f"faults so far {dict(faults.counts)}", flush=True)  # fmt: skip
-
-    # The faults stop; what was sent is delivered and stored; then one clean cycle.
+    wait_minutes(args.minutes, lambda: progress(golioth, faults.counts))
     faults.stop()
-    until = fleet.stop()
-    drained = sender.drain(timeout=120)
-    sender.stop()
+    until, drained = settle(soak, golioth)
+    report = final_cycle(soak, golioth.integration, until)
+    verdict = judge_fleet(golioth.integration, golioth.fleet.model, until=until)
+    golioth.simulator.stop()
+    print_report(soak, golioth, faults.counts)
+    print("\n".join(report + verdict.lines()))
+    passed = verdict.passed and drained
+    print("PASS" if passed else "FAIL", flush=True)
+    return 0 if passed else 1
+
+
+def wait_minutes(minutes: float, report: Any) -> None:
+    began = time.monotonic()
+    while (left := minutes * 60 - (time.monotonic() - began)) > 0:
+        time.sleep(min(30.0, left))
+        print(f"  {time.monotonic() - began:5.0f} s: {report()}", flush=True)
+
+
+def progress(golioth: Golioth, faults: Counter[str]) -> str:
+    return (
+        f"{golioth.fleet.model.truth.total():,} readings, {golioth.sender.stats['readings']:,} "
+        f"webhooks, {golioth.sender.pending} pending; faults so far {dict(faults)}"
+    )
+
+
+def settle(soak: Soak, golioth: Golioth) -> tuple[datetime, bool]:
+    """The fleet stops; what it sent is delivered and stored; every node stops. Returns the
+    time the fleet stopped at and whether every webhook was delivered and stored."""
+    from django.db import connections
+
+    until = golioth.fleet.stop()
+    drained = golioth.sender.drain(timeout=120)
+    golioth.sender.stop()
     connections.close_all()
     waiting = wait_for_queue(timeout=120)
     stop_nodes(soak.nodes)
-    time.sleep(integration.sync_settings.settle_seconds)
-    report = final_cycle(soak, integration, until)
-    verdict = judge(integration, fleet.model, until=until)
-    simulator.stop()
-
-    print(f"\nsoak: {args.minutes:g} min, {args.devices} devices every {args.cadence:g} s, "
-          f"webhooks at {args.webhook_rate:g}/s, API faults on 20% of calls")  # fmt: skip
-    print("faults: " + ", ".join(f"{k} {v}" for k, v in sorted(faults.counts.items())))
-    print(f"PostgreSQL down {soak.cluster.downtime:.1f} s in {soak.cluster.restarts} restart(s)")
-    uploads = fleet.model.uploads
-    print(f"fleet: {len(uploads)} back-dated uploads ({sum(u.readings for u in uploads):,} "
-          f"readings, the oldest {max((u.at - u.oldest for u in uploads), default=timedelta()).seconds} s old)")  # fmt: skip
-    print("webhooks: " + ", ".join(f"{k} {v:,}" for k, v in sorted(sender.stats.items())))
-    injected = Counter(r.fault for r in simulator.requests if r.fault)
-    print(f"simulator: {simulator.calls:,} API calls, faults injected: "
-          + ", ".join(f"{k} {v}" for k, v in sorted(injected.items())))  # fmt: skip
-    print(pull_summary(integration))
-    print("\n".join(report))
     if not drained or waiting:
-        print(f"not drained: {sender.pending} webhooks unsent, {waiting} deliveries still queued")
-    print("\n".join(verdict.lines()))
-    print("PASS" if verdict.passed and drained else "FAIL", flush=True)
-    return 0 if verdict.passed and drained else 1
+        print(f"not drained: {golioth.sender.pending} webhooks unsent, {waiting} still queued")
+    time.sleep(golioth.integration.sync_settings.settle_seconds)
+    return until, drained and not waiting
+
+
+def print_report(soak: Soak, golioth: Golioth, faults: Counter[str]) -> None:
+    args, sim, uploads = soak.args, golioth.simulator, golioth.fleet.model.uploads
+    oldest = max((u.at - u.oldest for u in uploads), default=timedelta())
+    injected = Counter(r.fault for r in sim.requests if r.fault)
+    print(
+        f"\nsoak: {args.minutes:g} min, {args.devices} devices every {args.cadence:g} s, "
+        f"webhooks at {args.webhook_rate:g}/s, API faults on 20% of calls\n"
+        f"faults: {joined(faults)}\n"
+        f"PostgreSQL down {soak.cluster.downtime:.1f} s in {soak.cluster.restarts} restart(s)\n"
+        f"fleet: {len(uploads)} back-dated uploads ({sum(u.readings for u in uploads):,} "
+        f"readings, the oldest {oldest.total_seconds():.0f} s old)\n"
+        f"webhooks: {joined(golioth.sender.stats)}\n"
+        f"simulator: {sim.calls:,} API calls, faults injected: {joined(injected)}\n"
+        f"{pull_summary(golioth.integration)}"
+    )
+
+
+def joined(counts: Counter[str] | Counter[str | None]) -> str:
+    return ", ".join(f"{key} {n:,}" for key, n in sorted(counts.items(), key=str))
 
 
 if __name__ == "__main__":

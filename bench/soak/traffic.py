@@ -126,7 +126,9 @@ class WebhookSender:
         for attempt in range(10_000):
             url = self.urls[(n + attempt) % len(self.urls)]
             try:
-                status = session.post(url, data=webhook.body, headers=headers, timeout=10).status_code
+                status = session.post(
+                    url, data=webhook.body, headers=headers, timeout=10
+                ).status_code
             except requests.RequestException:
                 status = 0
             self.stats[f"HTTP {status or 'no answer'}"] += 1

@@ -15,7 +15,8 @@ from datetime import datetime
 from django.db.models import Count
 from django.utils import timezone
 
-from integrations.golioth.simulator.fleet import FleetModel
+from integrations.golioth.simulator.fleet import FleetModel, Key
+from integrations.golioth.simulator.store import SimDevice
 from integrations.models import DeviceIntegration, WebhookDelivery
 from telemetry.keys import canonical_json
 from telemetry.models import Device, TelemetryRecord
@@ -37,7 +38,7 @@ class Verdict:
 
     @property
     def failures(self) -> dict[str, int]:
-        figures = {
+        return {
             "readings missing": self.missing,
             "readings doubled": self.doubled,
             "readings surplus": self.surplus,
@@ -45,7 +46,6 @@ class Verdict:
             "deliveries unprocessed": self.unprocessed,
             "leases still held": self.leases_held,
         }
-        return figures
 
     @property
     def passed(self) -> bool:
@@ -60,8 +60,15 @@ class Verdict:
         return head + [f"{name:<26}{value:>8,}" for name, value in self.failures.items()]
 
 
-def judge(integration: DeviceIntegration, fleet: FleetModel, *, until: datetime) -> Verdict:
+def judge_fleet(integration: DeviceIntegration, fleet: FleetModel, *, until: datetime) -> Verdict:
+    """The mirror against what the fleet's LightDB Stream holds up to `until`."""
     truth = Counter(k for k in fleet.ground_truth() if k[1] < until)
+    return judge(integration, truth, fleet.simulator.devices)
+
+
+def judge(integration: DeviceIntegration, truth: Counter[Key], devices: list[SimDevice]) -> Verdict:
+    """The mirror of `integration` against `truth` (gsync's dedup keys of what Golioth holds)
+    and Golioth's `devices`."""
     rows = TelemetryRecord.objects.filter(integration=integration).values_list(
         "device__external_id", "device_timestamp", "telemetry"
     )
@@ -78,7 +85,7 @@ def judge(integration: DeviceIntegration, fleet: FleetModel, *, until: datetime)
         missing=len(truth.keys() - stored.keys()),
         doubled=sum(n - 1 for n in stored.values() if n > 1),
         surplus=len(stored.keys() - truth.keys()),
-        devices_wrong=_devices_wrong(integration, fleet),
+        devices_wrong=_devices_wrong(integration, devices),
         deliveries=sum(outcomes.values()),
         unprocessed=sum(n for outcome, n in outcomes.items() if outcome not in DONE),
         leases_held=DeviceIntegration.objects.filter(
@@ -87,8 +94,8 @@ def judge(integration: DeviceIntegration, fleet: FleetModel, *, until: datetime)
     )
 
 
-def _devices_wrong(integration: DeviceIntegration, fleet: FleetModel) -> int:
-    golioth = {d.id: (d.name, list(d.hardware_ids)) for d in fleet.simulator.devices}
+def _devices_wrong(integration: DeviceIntegration, devices: list[SimDevice]) -> int:
+    golioth = {d.id: (d.name, list(d.hardware_ids)) for d in devices}
     mirror = {
         external_id: (name, list(hardware_ids))
         for external_id, name, hardware_ids in Device.objects.filter(
