@@ -9,14 +9,19 @@ on the Redis broker, each its own process group as on its own machine. `--integr
 simulators (one project each) hold the same fleet the webhooks push: each reading is stored in
 its simulator's stream and POSTed (the inject-metadata envelope the integration page's pipeline
 sends) by `--clients` load-generator processes spread over both web processes, while both
-qclusters pull every integration at once. The ingest workers start when the push ends, so they
-drain a full queue at their own pace (their figure is a capacity, not the arrival rate); the
-pulled copies make most of their work duplicates, as when push and pull overlap in production.
+qclusters pull every integration at once; the ingest workers store what the webhooks queued,
+part of it already pulled (duplicates), as when push and pull overlap in production.
 
-Prints, and records for `make bench`: webhook req/s per web process, readings/s per ingest
-worker, pull readings/s per qcluster (while a pull runs), database row writes/s and commits/s
-over the run, bytes per stored reading (pg_total_relation_size / rows), and the mirror against
-the simulators' ground truth (missing + doubled + surplus must be 0).
+The machine's CPUs are shared (by every node, PostgreSQL, the load generator, and whatever else
+runs), so wall-clock rates say little about one node. Each node's figure is therefore also given
+per CPU second it used (/proc: user + system time of its process group; PostgreSQL's postmaster
+and its backends): what one core of its own would do, the unit of the README's sizing.
+
+Prints, and records for `make bench`: webhooks per CPU second of a web process, readings per
+CPU second of an ingest worker and of a qcluster's pull, PostgreSQL row writes per CPU second
+(pg_stat_database: inserted + updated + deleted), bytes per stored reading
+(pg_total_relation_size / rows), and the mirror against the simulators' ground truth
+(missing + doubled + surplus + devices wrong + deliveries unprocessed must be 0).
 """
 
 from __future__ import annotations
@@ -135,6 +140,18 @@ def db_counters() -> tuple[int, int]:
     return int(rows), int(commits)
 
 
+def wait_until_ingesting(timeout: float = 60) -> None:
+    """Until an ingest worker's loop runs (its first heartbeat), so start-up is not counted."""
+    from integrations.models import Heartbeat
+
+    deadline = time.monotonic() + timeout
+    while not Heartbeat.objects.filter(name="ingest").exists():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"no ingest worker started within {timeout:.0f} s")
+        time.sleep(0.2)
+    time.sleep(2)
+
+
 def wait_for_pulls(parts: list[Part], timeout: float) -> None:
     from integrations.models import ActivityLog
 
@@ -207,6 +224,17 @@ def row_bytes() -> tuple[int, float]:
     return int(rows), size / max(1, rows)
 
 
+def cpu_seconds(soak: Soak) -> dict[str, float]:
+    """CPU seconds so far of each running node and of PostgreSQL."""
+    used = {
+        node.name: processes.cpu_seconds(pgid=node.proc.pid)
+        for node in soak.nodes
+        if node.proc is not None and node.alive
+    }
+    used["postgresql"] = processes.cpu_seconds(parent=soak.cluster.postmaster_pid)
+    return used
+
+
 def measure(soak: Soak, args: argparse.Namespace) -> int:
     from integrations.scheduling import enqueue_sync
 
@@ -216,27 +244,27 @@ def measure(soak: Soak, args: argparse.Namespace) -> int:
     qclusters = [processes.qcluster_node(n, soak.env, soak.log_dir) for n in (1, 2)]
     workers = [processes.ingest_node(n, soak.env, soak.log_dir) for n in (1, 2)]
     soak.nodes = [*webs, *qclusters, *workers]
-    for node in [*webs, *qclusters]:
+    for node in soak.nodes:
         node.start()
     for node in webs:
         processes.wait_until_serving(node, parts[0].integration.webhook_path)
     total = sum(len(p.requests) for p in parts)
     print(f"{len(parts)} integrations x {args.devices} devices x {args.readings_per_device} "
           f"readings = {total:,} readings, pushed and pulled", flush=True)  # fmt: skip
+    wait_until_ingesting()
     rows0, commits0 = db_counters()
+    cpu0 = cpu_seconds(soak)
     began = time.monotonic()
     for part in parts:
         enqueue_sync(part.integration, trigger="manual")
     per_port = push(parts, ports, args.clients)
-    drain_began = time.monotonic()
-    for node in workers:
-        node.start()
     if wait_for_queue(timeout=600):
         raise SystemExit("the ingest workers did not drain the queue within 600 s")
-    drain_seconds = time.monotonic() - drain_began
+    drain_seconds = time.monotonic() - began
     wait_for_pulls(parts, timeout=600)
     elapsed = time.monotonic() - began
     rows1, commits1 = db_counters()
+    cpu = {name: seconds - cpu0.get(name, 0.0) for name, seconds in cpu_seconds(soak).items()}
     pulls = pull_figures(qclusters)
     stop_nodes(soak.nodes)
     ingested = ingest_counts(workers)
@@ -245,49 +273,51 @@ def measure(soak: Soak, args: argparse.Namespace) -> int:
     for part in parts:
         part.simulator.stop()
     report(
-        per_port=per_port, ingested=ingested, drain_seconds=drain_seconds, pulls=pulls,
-        writes=((rows1 - rows0) / elapsed, (commits1 - commits0) / elapsed, elapsed),
-        stored=stored, bytes_per_row=bytes_per_row, errors=errors,
+        per_web={web.name: per_port[web.port or 0] for web in webs}, ingested=ingested,
+        drain_seconds=drain_seconds, pulls=pulls,
+        writes=(rows1 - rows0, commits1 - commits0, elapsed),
+        stored=stored, bytes_per_row=bytes_per_row, errors=errors, cpu=cpu,
     )  # fmt: skip
     return 1 if errors else 0
 
 
 def report(
-    *, per_port: dict[int, tuple[int, float]], ingested: dict[str, int], drain_seconds: float,
-    pulls: dict[str, tuple[int, float, int]], writes: tuple[float, float, float], stored: int,
-    bytes_per_row: float, errors: int,
+    *, per_web: dict[str, tuple[int, float]], ingested: dict[str, int], drain_seconds: float,
+    pulls: dict[str, tuple[int, float, int]], writes: tuple[int, int, float], stored: int,
+    bytes_per_row: float, errors: int, cpu: dict[str, float],
 ) -> None:  # fmt: skip
-    print("\nper node (2 CPUs shared by every node, PostgreSQL and the load generator):")
-    web_rates = []
-    for n, (ok, seconds) in enumerate(per_port.values(), 1):
-        web_rates.append(ok / seconds)
-        print(f"  web process {n} (1 worker x 4 threads): {ok / seconds:7.0f} webhooks/s "
-              f"({ok:,} answered 202 in {seconds:.1f} s)")  # fmt: skip
-    ingest_rates = []
-    for name, count in ingested.items():
-        ingest_rates.append(count / drain_seconds)
-        print(f"  {name}: {count / drain_seconds:7.0f} readings/s "
-              f"({count:,} deliveries in the {drain_seconds:.1f} s drain)")  # fmt: skip
-    pull_rates = []
-    for name, (fetched, seconds, runs) in sorted(pulls.items()):
-        pull_rates.append(fetched / seconds if seconds else 0.0)
-        print(f"  {name}: {pull_rates[-1]:7.0f} pull readings/s while pulling "
-              f"({fetched:,} readings in {runs} runs, {seconds:.1f} s)")  # fmt: skip
-    rows_per_s, commits_per_s, elapsed = writes
-    print(f"  PostgreSQL: {rows_per_s:,.0f} row writes/s, {commits_per_s:,.0f} commits/s "
-          f"over {elapsed:.0f} s")  # fmt: skip
+    """Each node's rate on the wall clock (shared CPUs: other work slows it) and per CPU second
+    it used (what one core of its own would do), then the database's."""
+    load = ", ".join(f"{n:.1f}" for n in os.getloadavg())
+    print(f"\nper node: wall-clock rate on {os.cpu_count()} shared CPUs (load average {load}), "
+          "and per CPU second used")  # fmt: skip
+    work = {
+        **{name: (ok, seconds, "webhooks") for name, (ok, seconds) in per_web.items()},
+        **{name: (n, drain_seconds, "readings") for name, n in ingested.items()},
+        **{name: (n, seconds, "pull readings") for name, (n, seconds, _) in pulls.items()},
+    }
+    per_cpu: dict[str, list[float]] = defaultdict(list)
+    for name, (count, seconds, unit) in sorted(work.items()):
+        used = cpu.get(name, 0.0)
+        per_cpu[unit].append(count / used if used else 0.0)
+        print(f"  {name:<11} {count / seconds:7.0f} {unit}/s  {per_cpu[unit][-1]:7.0f} per CPU s "
+              f"({count:,} in {seconds:.1f} s, {used:.1f} CPU s)")  # fmt: skip
+    rows, commits, elapsed = writes
+    pg_cpu = cpu.get("postgresql", 0.0)
+    print(f"  PostgreSQL  {rows / elapsed:7.0f} row writes/s  {rows / pg_cpu:7.0f} per CPU s "
+          f"({rows:,} rows, {commits:,} commits, {elapsed:.0f} s, {pg_cpu:.1f} CPU s)")  # fmt: skip
     print(f"device_telemetry_history: {stored:,} rows, {bytes_per_row:.0f} bytes per reading "
           "(table, indexes and TOAST)")  # fmt: skip
-    print(f"mirror vs ground truth: {errors} readings or devices wrong (missing, doubled, "
-          "surplus) or deliveries unprocessed")  # fmt: skip
+    print(f"mirror vs ground truth: {errors} wrong (readings missing, doubled or surplus; "
+          "devices; deliveries unprocessed)")  # fmt: skip
 
     def mean(values: list[float]) -> float:
         return sum(values) / len(values) if values else 0.0
 
-    record("scaling: webhook req/s per web process (1 worker x 4 threads)", mean(web_rates))
-    record("scaling: readings/s per ingest worker", mean(ingest_rates))
-    record("scaling: pull readings/s per qcluster", mean(pull_rates))
-    record("scaling: PostgreSQL row writes/s", rows_per_s)
+    record("scaling: webhooks per CPU s, web process", mean(per_cpu["webhooks"]))
+    record("scaling: readings per CPU s, ingest worker", mean(per_cpu["readings"]))
+    record("scaling: pull readings per CPU s, qcluster", mean(per_cpu["pull readings"]))
+    record("scaling: PostgreSQL row writes per CPU s", rows / pg_cpu if pg_cpu else 0.0)
     record("scaling: bytes per stored reading", bytes_per_row)
     record("scaling: mirror errors (missing, doubled, devices)", errors, target="0",
            met=errors == 0)  # fmt: skip

@@ -45,6 +45,11 @@ class PostgresCluster:
         self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
                   self.database)  # fmt: skip
 
+    @property
+    def postmaster_pid(self) -> int:
+        """The server's pid: every backend is its child."""
+        return int((self.data / "postmaster.pid").read_text().split()[0])
+
     def restart(self, *, down_seconds: float = 5.0) -> None:
         """Stop as a crash does (`-m immediate`: no checkpoint, every connection cut), stay down
         for `down_seconds`, start again (crash recovery)."""

@@ -69,6 +69,24 @@ class Node:
         return "".join(path.read_text(errors="replace") for path in self.logs if path.exists())
 
 
+def cpu_seconds(*, pgid: int | None = None, parent: int | None = None) -> float:
+    """CPU seconds (user + system, with those of reaped children) of the live processes in
+    process group `pgid`, or of process `parent` and its children (PostgreSQL's backends each
+    call setsid()): what a node cost, whatever else shares the machine's CPUs."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            pid = int(stat.parent.name)
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, ValueError):
+            continue
+        ppid, group = int(fields[1]), int(fields[2])  # after the name: state, ppid, pgrp, ...
+        if group == pgid or (parent is not None and parent in (pid, ppid)):
+            total += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+    return total / ticks
+
+
 def web_node(n: int, port: int, env: dict[str, str], log_dir: Path) -> Node:
     """One web machine: gunicorn with the README's production options, one gthread worker."""
     command = [
