@@ -212,14 +212,12 @@ def mirror_errors(parts: list[Part]) -> int:
     return errors
 
 
-def row_bytes() -> tuple[int, float]:
+def row_bytes(table: str) -> tuple[int, float]:
+    """Rows of `table` and its bytes per row (table, indexes and TOAST)."""
     from django.db import connection
 
     with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*), pg_total_relation_size('device_telemetry_history') "
-            "FROM device_telemetry_history"
-        )
+        cursor.execute(f"SELECT count(*), pg_total_relation_size('{table}') FROM {table}")
         rows, size = cursor.fetchone()
     return int(rows), size / max(1, rows)
 
@@ -269,22 +267,24 @@ def measure(soak: Soak, args: argparse.Namespace) -> int:
     stop_nodes(soak.nodes)
     ingested = ingest_counts(workers)
     errors = mirror_errors(parts)
-    stored, bytes_per_row = row_bytes()
+    sizes = {
+        table: row_bytes(table) for table in ("device_telemetry_history", "webhook_deliveries")
+    }
     for part in parts:
         part.simulator.stop()
     report(
         per_web={web.name: per_port[web.port or 0] for web in webs}, ingested=ingested,
         drain_seconds=drain_seconds, pulls=pulls,
         writes=(rows1 - rows0, commits1 - commits0, elapsed),
-        stored=stored, bytes_per_row=bytes_per_row, errors=errors, cpu=cpu,
+        sizes=sizes, errors=errors, cpu=cpu, readings=total,
     )  # fmt: skip
     return 1 if errors else 0
 
 
 def report(
     *, per_web: dict[str, tuple[int, float]], ingested: dict[str, int], drain_seconds: float,
-    pulls: dict[str, tuple[int, float, int]], writes: tuple[int, int, float], stored: int,
-    bytes_per_row: float, errors: int, cpu: dict[str, float],
+    pulls: dict[str, tuple[int, float, int]], writes: tuple[int, int, float],
+    sizes: dict[str, tuple[int, float]], errors: int, cpu: dict[str, float], readings: int,
 ) -> None:  # fmt: skip
     """Each node's rate on the wall clock (shared CPUs: other work slows it) and per CPU second
     it used (what one core of its own would do), then the database's."""
@@ -306,8 +306,9 @@ def report(
     pg_cpu = cpu.get("postgresql", 0.0)
     print(f"  PostgreSQL  {rows / elapsed:7.0f} row writes/s  {rows / pg_cpu:7.0f} per CPU s "
           f"({rows:,} rows, {commits:,} commits, {elapsed:.0f} s, {pg_cpu:.1f} CPU s)")  # fmt: skip
-    print(f"device_telemetry_history: {stored:,} rows, {bytes_per_row:.0f} bytes per reading "
-          "(table, indexes and TOAST)")  # fmt: skip
+    print(f"  {rows / readings:.1f} row writes per reading pushed and pulled")
+    for table, (count, size) in sizes.items():
+        print(f"{table}: {count:,} rows, {size:.0f} bytes per row (table, indexes and TOAST)")
     print(f"mirror vs ground truth: {errors} wrong (readings missing, doubled or surplus; "
           "devices; deliveries unprocessed)")  # fmt: skip
 
@@ -318,7 +319,9 @@ def report(
     record("scaling: readings per CPU s, ingest worker", mean(per_cpu["readings"]))
     record("scaling: pull readings per CPU s, qcluster", mean(per_cpu["pull readings"]))
     record("scaling: PostgreSQL row writes per CPU s", rows / pg_cpu if pg_cpu else 0.0)
-    record("scaling: bytes per stored reading", bytes_per_row)
+    record("scaling: PostgreSQL row writes per reading", rows / readings)
+    record("scaling: bytes per stored reading", sizes["device_telemetry_history"][1])
+    record("scaling: bytes per stored webhook delivery", sizes["webhook_deliveries"][1])
     record("scaling: mirror errors (missing, doubled, devices)", errors, target="0",
            met=errors == 0)  # fmt: skip
 
