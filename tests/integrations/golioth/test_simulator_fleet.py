@@ -129,6 +129,7 @@ def test_router_hands_webhook_deliveries_as_their_step_transformed_them():
         }
     ]
 
+
 @pytest.fixture
 def fleet():
     with GoliothSimulator() as simulator:
