@@ -171,8 +171,11 @@ def final_cycle(soak: Soak, integration: Any, until: datetime) -> list[str]:
         if outcome.status != "skipped" or time.monotonic() > deadline:
             break
         time.sleep(2)
-    lines = [f"final pull: {outcome.status} {outcome.error}, {outcome.fetched:,} fetched, "
-             f"{outcome.inserted:,} inserted"]  # fmt: skip
+    error = f" ({outcome.error})" if outcome.error else ""
+    lines = [
+        f"final pull: {outcome.status}{error}, {outcome.fetched:,} fetched, "
+        f"{outcome.inserted:,} inserted"
+    ]
     since = (soak.started - timedelta(minutes=10)).isoformat()
     reconcile = subprocess.run(
         [*MANAGE, "reconcile", integration.name, "--since", since, "--until", until.isoformat(),
