@@ -60,6 +60,7 @@ class WebhookSender:
         self.threads = threads
         self.stats: Counter[str] = Counter()
         self._pending: list[tuple[Message, Any]] = []
+        self._in_flight = 0
         self._lock = threading.Lock()
         self._rng = random.Random(seed)
         self._stop = threading.Event()
@@ -76,8 +77,9 @@ class WebhookSender:
 
     @property
     def pending(self) -> int:
+        """Deliveries not answered yet: queued, or being sent (retried until answered)."""
         with self._lock:
-            return len(self._pending)
+            return len(self._pending) + self._in_flight
 
     def start(self) -> None:
         for n in range(self.threads):
@@ -103,6 +105,7 @@ class WebhookSender:
             index = self._rng.randrange(min(REORDER_WINDOW, len(self._pending)))
             if index:
                 self.stats["out of order"] += 1
+            self._in_flight += 1
             return self._pending.pop(index)
 
     def _loop(self, n: int) -> None:
@@ -112,8 +115,13 @@ class WebhookSender:
             next_send = max(next_send + self.interval, time.monotonic() - 1)
             self._stop.wait(max(0.0, next_send - time.monotonic()))
             item = self._take()
-            if item is not None:
+            if item is None:
+                continue
+            try:
                 self._send(session, n, *item)
+            finally:
+                with self._lock:
+                    self._in_flight -= 1
 
     def _send(self, session: requests.Session, n: int, message: Message, envelope: Any) -> None:
         shape, content_type = SHAPES[self._rng.randrange(len(SHAPES))]
