@@ -44,8 +44,9 @@ sys.path.insert(0, str(BASE))
 
 from bench.figures import record  # noqa: E402
 from bench.soak import processes  # noqa: E402
+from bench.soak import run as soak_run  # noqa: E402
 from bench.soak.cluster import free_port  # noqa: E402
-from bench.soak.run import SECRET, Soak, create_integration, prepare, stop_nodes, wait_for_queue  # noqa: E402
+from bench.soak.run import SECRET, Soak, create_integration, prepare, stop_nodes  # noqa: E402
 
 Request = tuple[str, bytes, dict[str, str]]  # path, body, headers
 
@@ -256,7 +257,7 @@ def measure(soak: Soak, args: argparse.Namespace) -> int:
     for part in parts:
         enqueue_sync(part.integration, trigger="manual")
     per_port = push(parts, ports, args.clients)
-    if wait_for_queue(timeout=600):
+    if soak_run.wait_for_queue(timeout=600):
         raise SystemExit("the ingest workers did not drain the queue within 600 s")
     drain_seconds = time.monotonic() - began
     wait_for_pulls(parts, timeout=600)
@@ -339,6 +340,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
+    soak_run.stop_on_sigterm()
     soak = prepare(args)
     try:
         return measure(soak, args)

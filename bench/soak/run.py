@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -207,8 +208,19 @@ def pull_summary(integration: Any) -> str:
     )
 
 
+def stop_on_sigterm() -> None:
+    """A SIGTERM (a CI timeout, a supervisor) ends the run through its clean-up (the callers'
+    `finally`), so no node or PostgreSQL cluster outlives it."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(f"stopped by signal {signum}")
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    stop_on_sigterm()
     soak = prepare(args)
     try:
         return run(soak)
