@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 ADDR ?= 127.0.0.1:8000
 STAMP := $(VENV)/.installed
 
-.PHONY: run test browser-deps install lint bench bench-pull bench-reconcile bench-ingest bench-webhook bench-admin clean
+.PHONY: run test browser-deps install lint bench bench-pull bench-reconcile bench-ingest bench-webhook bench-admin bench-scaling soak clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,13 @@ bench-webhook: install
 	$(PY) bench/bench_webhook.py
 bench-admin: install
 	$(PY) bench/bench_admin.py
+bench-scaling: install
+	$(PY) bench/bench_scaling.py
+
+# Every fault at once for SOAK_MINUTES (default 3), then the mirror against the ground truth;
+# starts its own PostgreSQL (initdb) and uses Redis at 127.0.0.1:6379 (GSYNC_REDIS_URL).
+soak: install
+	$(PY) -m bench.soak
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache test-output

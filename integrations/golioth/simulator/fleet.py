@@ -49,7 +49,14 @@ from typing import Any
 import cbor2
 
 from integrations.golioth.simulator.micros import from_micros, to_micros
-from integrations.golioth.simulator.pipelines import CBOR, DEFAULT_CBOR_LOGS, JSON, Message, Router
+from integrations.golioth.simulator.pipelines import (
+    CBOR,
+    DEFAULT_CBOR_LOGS,
+    JSON,
+    Deliver,
+    Message,
+    Router,
+)
 from integrations.golioth.simulator.server import GoliothSimulator
 from telemetry.keys import canonical_json
 
@@ -101,12 +108,17 @@ class FleetModel:
         log_every: int = 3,
         batch_items: int = 24,
         seed: int = 0,
+        webhook: Deliver | None = None,
     ) -> None:
         """`pipelines` are the operator's (e.g. simulator_pipelines.pipelines_from_yaml of
-        gsync's pipeline page); Golioth's Default CBOR Logs pipeline is added to them."""
+        gsync's pipeline page); Golioth's Default CBOR Logs pipeline is added to them. `webhook`
+        hears of every message their webhook steps deliver (simulator_pipelines.Router)."""
         self.simulator = simulator
         self.router = Router(
-            [*pipelines, DEFAULT_CBOR_LOGS], project_id=simulator.project_id, stream=self._stored
+            [*pipelines, DEFAULT_CBOR_LOGS],
+            project_id=simulator.project_id,
+            stream=self._stored,
+            webhook=webhook,
         )
         self.path = path
         self.cadence_ns = _ns(cadence)

@@ -21,8 +21,9 @@ Stream only through a pipeline that delivers it there. Sources (golioth/docs, do
   (4-destinations/8; the CBOR pipeline's items reach the JSON one, 5-examples/2). The array itself
   goes no further than the batch step [guess: otherwise the docs' "Legacy LightDB Stream" example
   would store every batch once more, as an array]; a payload that is not an array passes on.
-  `logs` and `webhook` destinations are counted, not delivered (gsync's tests of the push path
-  send webhooks with simulator_webhooks.py).
+  `logs` destinations are counted, not delivered; `webhook` deliveries go to the Router's
+  `webhook` callback when it has one (the soak, bench/soak, POSTs them to gsync), else are only
+  counted (gsync's tests of the push path send webhooks with simulator_webhooks.py).
 - Golioth's "Default CBOR Logs" pipeline (5-examples/28): `/logs`, CBOR, to Golioth Logs.
 """
 
@@ -95,12 +96,21 @@ def with_buffered_uploads(document: dict[str, Any]) -> dict[str, Any]:
 
 
 class Router:
-    """Routes messages through `pipelines`; `stream` gets every LightDB Stream delivery."""
+    """Routes messages through `pipelines`; `stream` gets every LightDB Stream delivery and
+    `webhook`, when given, every webhook delivery (the message as its step transformed it)."""
 
-    def __init__(self, pipelines: Iterable[dict[str, Any]], *, project_id: str, stream: Deliver):
+    def __init__(
+        self,
+        pipelines: Iterable[dict[str, Any]],
+        *,
+        project_id: str,
+        stream: Deliver,
+        webhook: Deliver | None = None,
+    ):
         self.pipelines = list(pipelines)
         self.project_id = project_id
         self.stream = stream
+        self.webhook = webhook
         self.delivered: Counter[str] = Counter()
         self.dropped = 0
 
@@ -168,6 +178,9 @@ class Router:
             for item in value:
                 self.route(replace(message, content_type=JSON, payload=_encode(item)), depth + 1)
             return True
+        if kind == "webhook" and self.webhook is not None and value is not _INVALID:
+            self.webhook(message, value)
+            return False
         if kind in ("logs", "webhook"):
             return False
         raise ValueError(f"the simulator does not know the destination {kind!r}")

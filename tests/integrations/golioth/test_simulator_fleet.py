@@ -101,6 +101,35 @@ def test_router_transformer_with_destination_leaves_later_steps_untransformed():
     assert router.delivered["webhook"] == 1
 
 
+def test_router_hands_webhook_deliveries_as_their_step_transformed_them():
+    pipeline = {
+        "filter": {"path": "/sensor", "content_type": JSON},
+        "steps": [
+            {"name": "history", "destination": {"type": "lightdb-stream", "version": "v1"}},
+            {
+                "name": "push",
+                "transformer": {"type": "inject-metadata", "version": "v1"},
+                "destination": {"type": "webhook", "version": "v1"},
+            },
+        ],
+    }
+    pushed = []
+    router = Router(
+        [pipeline], project_id="p", stream=lambda m, v: None, webhook=lambda m, v: pushed.append(v)
+    )
+
+    router.route(Message("d", "/sensor", JSON, b'{"temp": 1}', T_NS))
+
+    assert pushed == [
+        {
+            "data": {"temp": 1},
+            "device_id": "d",
+            "project_id": "p",
+            "timestamp": {"seconds": T_NS // 10**9, "nanos": T_NS % 10**9},
+        }
+    ]
+
+
 @pytest.fixture
 def fleet():
     with GoliothSimulator() as simulator:
