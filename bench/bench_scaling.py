@@ -20,7 +20,7 @@ and its backends): what one core of its own would do, the unit of the README's s
 Prints, and records for `make bench`: webhooks per CPU second of a web process, readings per
 CPU second of an ingest worker and of a qcluster's pull, PostgreSQL row writes per CPU second
 (pg_stat_database: inserted + updated + deleted), bytes per stored reading
-(pg_total_relation_size / rows), and the mirror against the simulators' ground truth
+(pg_total_relation_size of the table and its partitions / rows), and the mirror against the simulators' ground truth
 (missing + doubled + surplus + devices wrong + deliveries unprocessed must be 0).
 """
 
@@ -218,8 +218,16 @@ def row_bytes(table: str) -> tuple[int, float]:
     from django.db import connection
 
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT count(*), pg_total_relation_size('{table}') FROM {table}")
-        rows, size = cursor.fetchone()
+        # A partitioned table has no storage of its own: sum its partitions' (a plain table is
+        # no partition tree).
+        cursor.execute(
+            "SELECT coalesce((SELECT sum(pg_total_relation_size(relid))"
+            " FROM pg_partition_tree(%s::regclass)), pg_total_relation_size(%s::regclass))",
+            [table, table],
+        )
+        (size,) = cursor.fetchone()
+        cursor.execute(f"SELECT count(*) FROM {table}")  # noqa: S608 - fixed names
+        (rows,) = cursor.fetchone()
     return int(rows), size / max(1, rows)
 
 
