@@ -20,7 +20,8 @@ and its backends): what one core of its own would do, the unit of the README's s
 Prints, and records for `make bench`: webhooks per CPU second of a web process, readings per
 CPU second of an ingest worker and of a qcluster's pull, PostgreSQL row writes per CPU second
 (pg_stat_database: inserted + updated + deleted), bytes per stored reading
-(pg_total_relation_size of the table and its partitions / rows), and the mirror against the simulators' ground truth
+(pg_total_relation_size of the table and its partitions / rows), and the mirror against the
+simulators' ground truth
 (missing + doubled + surplus + devices wrong + deliveries unprocessed must be 0).
 """
 
