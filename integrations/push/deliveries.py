@@ -20,6 +20,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.db import DatabaseError, connection, transaction
+from django.db.models.expressions import DatabaseDefault
 from django.utils import timezone
 from django.utils.datastructures import CaseInsensitiveMapping
 
@@ -85,6 +86,43 @@ class ReprocessResult:
 
 
 # --- processing ----------------------------------------------------------------------------------
+
+
+def insert_delivery(delivery: WebhookDelivery) -> None:
+    """`delivery.save()` for a new delivery, as one hand-written INSERT ... RETURNING id: the
+    webhook's one statement, without the ORM's per-save work (about a third of the queued
+    answer's CPU, bench/bench_webhook.py). The values go through each field's own conversion."""
+    values = []
+    for f in _delivery_fields():
+        value = f.pre_save(delivery, add=True)
+        if isinstance(value, DatabaseDefault):  # left to the database: its value, as it stores
+            value = getattr(f.db_default, "value", f.db_default)
+            setattr(delivery, f.attname, value)
+        values.append(f.get_db_prep_save(value, connection))
+    with connection.cursor() as cursor:
+        cursor.execute(_insert_delivery_sql(), values)
+        (delivery.pk,) = cursor.fetchone()
+    delivery._state.adding = False
+
+
+def _delivery_fields() -> list[Any]:
+    return [f for f in WebhookDelivery._meta.concrete_fields if not f.primary_key]
+
+
+def _insert_delivery_sql() -> str:
+    global _INSERT_DELIVERY
+    if _INSERT_DELIVERY is None:
+        quote = connection.ops.quote_name
+        columns = ", ".join(quote(f.column) for f in _delivery_fields())
+        placeholders = ", ".join(["%s"] * len(_delivery_fields()))
+        _INSERT_DELIVERY = (
+            f"INSERT INTO {quote(WebhookDelivery._meta.db_table)} ({columns}) "  # noqa: S608
+            f"VALUES ({placeholders}) RETURNING {quote(WebhookDelivery._meta.pk.column)}"
+        )
+    return _INSERT_DELIVERY
+
+
+_INSERT_DELIVERY: str | None = None
 
 
 def process_delivery(

@@ -66,6 +66,7 @@ from integrations.push.deliveries import (
     DeliveryResult,
     answer_status,
     conclude_delivery,
+    insert_delivery,
     process_delivery,
     read_delivery,
 )
@@ -139,7 +140,7 @@ def _receive(request: HttpRequest, token: str) -> HttpResponse:
     refusal = _refusal(request, body=body, unreadable=unreadable)
     if integration.sync_settings.webhook_queued:
         return _queue(delivery, refusal=refusal)
-    delivery.save()  # committed before any processing: nothing a failure does can lose it
+    insert_delivery(delivery)  # committed before any processing: nothing a failure can lose it
     if refusal:
         conclude_delivery(delivery, refusal, answering=True)
         return _answer(refusal)
@@ -181,12 +182,12 @@ def _queue(delivery: WebhookDelivery, *, refusal: DeliveryResult | None) -> Http
     if verdict is None:
         # The worker's outcome comes later; the sender's answer is this 202.
         delivery.outcome, delivery.response_status = Outcome.QUEUED, 202
-        delivery.save()
+        insert_delivery(delivery)
         return JsonResponse({"queued": delivery.pk}, status=202)
     delivery.outcome, delivery.error = verdict.outcome, verdict.reason
     delivery.processed_at, delivery.attempts = timezone.now(), 1
     delivery.response_status = answer_status(verdict)
-    delivery.save()
+    insert_delivery(delivery)
     return _answer(verdict)
 
 
