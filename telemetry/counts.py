@@ -19,6 +19,7 @@ filled with triggers disabled (bench/bench_admin.py), which `manage.py count_rea
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from django.db import connection, transaction
 from django.db.models import Min
@@ -107,45 +108,55 @@ def remove_triggers(cursor) -> None:  # noqa: ANN001
 def forget_range(cursor, *, start: datetime | None, end: datetime | None) -> None:  # noqa: ANN001
     """Drop the counts of [start, end) (None: unbounded), the readings of a partition dropped
     whole."""
-    bounds = [("minute >= %s", start), ("minute < %s", end)]
-    where = " AND ".join(["TRUE"] + [sql for sql, value in bounds if value is not None])
-    params = [value for _, value in bounds if value is not None]
+    where, params = _minutes_between("minute", start, end)
     cursor.execute(f"DELETE FROM {COUNTS} WHERE {where}", params)  # noqa: S608
 
 
 def recount(*, span: timedelta = RECOUNT_SPAN) -> int:
-    """Rebuild every count from the readings stored, `span` of reading time per transaction;
-    returns how many spans were counted. Each transaction locks the counts (not the readings)
-    before it reads: a concurrent ingest's trigger waits, and adds its readings, which the
-    recount's snapshot does not see, after it."""
+    """Rebuild every count from the readings stored, one `span` of reading time (and the empty
+    time before it) per transaction; returns how many spans were counted. Each transaction locks
+    the counts (not the readings) before it reads: a concurrent ingest's trigger waits, and adds
+    its readings, which the recount's snapshot does not see, after it. The spans follow each
+    other with no gap, so a reading stored meanwhile anywhere is counted once."""
     readings = TelemetryRecord.objects.order_by()
-    start = readings.aggregate(first=Min("device_timestamp"))["first"]
+    done: datetime | None = None  # counted up to here
     spans = 0
-    while start is not None:
-        start = minute_start(start)
-        end = start + span
-        _recount_span(start, end)
-        spans += 1
-        start = readings.filter(device_timestamp__gte=end).aggregate(first=Min("device_timestamp"))[
-            "first"
-        ]
-    return spans
+    while True:
+        rest = readings if done is None else readings.filter(device_timestamp__gte=done)
+        first = rest.aggregate(first=Min("device_timestamp"))["first"]
+        end = None if first is None else minute_start(first) + span
+        _recount_span(done, end)
+        if end is None:
+            return spans
+        done, spans = end, spans + 1
 
 
-def _recount_span(start: datetime, end: datetime) -> None:
+def _recount_span(start: datetime | None, end: datetime | None) -> None:
     minute = (
         _PG_MINUTE.format(column="device_timestamp")
         if connection.vendor == "postgresql"
         else _SQLITE_MINUTE.format(row="r").replace("%", "%%")
     )
     table = TelemetryRecord._meta.db_table
+    where, params = _minutes_between("device_timestamp", start, end)
     with transaction.atomic(), connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute(f"LOCK TABLE {COUNTS} IN EXCLUSIVE MODE")
         forget_range(cursor, start=start, end=end)
         cursor.execute(
             f"INSERT INTO {COUNTS} (integration_id, minute, readings) "  # noqa: S608
-            f"SELECT integration_id, {minute}, count(*) FROM {table} AS r "
-            "WHERE device_timestamp >= %s AND device_timestamp < %s GROUP BY 1, 2",
-            [start, end],
+            f"SELECT integration_id, {minute}, count(*) FROM {table} AS r WHERE {where} "
+            "GROUP BY 1, 2",
+            params,
         )
+
+
+def _minutes_between(
+    column: str, start: datetime | None, end: datetime | None
+) -> tuple[str, list[Any]]:
+    """`column` in [start, end) (None: unbounded) as SQL and its parameters, adapted for raw
+    SQL (SQLite compares the stored text, which has no "+00:00")."""
+    bounds = [(f"{column} >= %s", start), (f"{column} < %s", end)]
+    kept = [(sql, value) for sql, value in bounds if value is not None]
+    where = " AND ".join(["1 = 1"] + [sql for sql, _ in kept])
+    return where, [connection.ops.adapt_datetimefield_value(value) for _, value in kept]

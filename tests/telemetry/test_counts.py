@@ -110,8 +110,13 @@ def test_counts_drop_the_readings_of_a_deleted_device(device, make_device):
 
 def test_count_readings_rebuilds_the_counts_from_the_readings(device):
     store(device, *range(0, 3 * 86_400, 3_000))  # three days: several hours per transaction
-    ReadingCount.objects.all().delete()
-    ReadingCount.objects.create(integration_id=device.integration_id, minute=T0, readings=99)
+    # As after a restore with triggers off: some counts missing, some wrong, one stray.
+    first, second = ReadingCount.objects.order_by("minute")[:2]
+    first.delete()
+    ReadingCount.objects.filter(pk=second.pk).update(readings=99)
+    ReadingCount.objects.create(
+        integration_id=device.integration_id, minute=T0 - timedelta(minutes=1), readings=5
+    )
 
     out = StringIO()
     call_command("count_readings", stdout=out)
