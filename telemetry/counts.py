@@ -27,7 +27,6 @@ from django.db.models import Min
 from telemetry.models import ReadingCount, TelemetryRecord
 
 COUNTS = ReadingCount._meta.db_table
-MINUTE = timedelta(minutes=1)
 # A recount holds ingest's count updates while it counts one span: an hour is a few thousand
 # readings today, 6M at 100,000 devices a minute (a second or two).
 RECOUNT_SPAN = timedelta(hours=1)
