@@ -6,13 +6,15 @@
 
 Creates a throwaway database on the server of --database-url (dropped afterwards), migrates it,
 fills `devices`, `device_telemetry_history`, `integration_activity_log` and `webhook_deliveries`
-with generate_series (not timed), ANALYZEs, then renders each page (every changelist, the
-dashboard, an integration's control panel, a device, a reading, an entry, a delivery) as a
-logged-in superuser through Django's test client (the full view: queries, template, no network)
---repeat times and prints the median, the slowest single SQL query of the page and the number of
-queries. For scale, it also times the plain `SELECT COUNT(*)` of the big tables. `--months N`
-spreads the readings over the last N months, in partitions made as on a database partitioned N
-months ago (telemetry.partitioning); by default one reading a second, newest now.
+with generate_series (not timed) with triggers off, rebuilds the per-minute reading counts
+(telemetry.counts, as `manage.py count_readings` does; timed), ANALYZEs, then renders each
+page (every changelist, the dashboard at each range, an integration's control panel, a device, a
+reading, an entry, a delivery) as a logged-in superuser through Django's test client (the full
+view: queries, template, no network) --repeat times and prints the median, the slowest single SQL
+query of the page and the number of queries. For scale, it also times the plain `SELECT COUNT(*)`
+of the big tables. `--months N` spreads the readings over the last N months, in partitions made
+as on a database partitioned N months ago (telemetry.partitioning); by default one reading a
+second, newest now.
 
 Targets (issue 11): every page's median under 300 ms and no query over 100 ms at 5M readings,
 100k activity entries and 10k devices.
@@ -98,13 +100,15 @@ def fill(args: argparse.Namespace) -> dict[str, object]:
                 # cascade to the partitions.
                 cursor.execute(definition.replace(" ON ONLY ", " ON "))
         cursor.execute("SET session_replication_role = DEFAULT")
-        cursor.execute("VACUUM ANALYZE")
     print(
         f"filled {args.devices:,} devices, {args.readings:,} readings, {args.activity:,} "
         f"activity entries and {args.deliveries:,} deliveries in "
         f"{time.perf_counter() - started:.0f} s",
         flush=True,
     )
+    count_readings()
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE")
     device = Device.objects.order_by("pk")[args.devices // 2]
     return {
         "integration": integrations[1].pk,
@@ -114,6 +118,16 @@ def fill(args: argparse.Namespace) -> dict[str, object]:
         "entry": ActivityLog.objects.order_by("-started_at", "-id").first().pk,
         "delivery": WebhookDelivery.objects.order_by("-received_at", "-id").first().pk,
     }
+
+
+def count_readings() -> None:
+    """The per-minute counts (telemetry.counts) of the readings filled with triggers off, as
+    `manage.py count_readings` rebuilds them after an upgrade or a restore."""
+    from telemetry.counts import recount
+
+    started = time.perf_counter()
+    hours = recount()
+    print(f"counted the readings of {hours:,} hours in {time.perf_counter() - started:.0f} s")
 
 
 def partition_months_back(months: int) -> None:
@@ -201,6 +215,8 @@ def pages(ids: dict[str, object]) -> list[tuple[str, str]]:
     integrations = f"{admin}integrations/deviceintegration/"
     return [
         ("dashboard", admin),
+        ("dashboard: 6 h", f"{admin}?range=6h"),
+        ("dashboard: 7 d", f"{admin}?range=7d"),
         ("integrations", integrations),
         ("integration: control panel", f"{integrations}{ids['integration']}/change/"),
         ("readings: newest first", telemetry),

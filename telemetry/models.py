@@ -109,3 +109,24 @@ class TelemetryRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.device_id} @ {self.device_timestamp:%Y-%m-%d %H:%M:%S}"
+
+
+class ReadingCount(models.Model):
+    """How many readings of an integration are stored with a time in one minute (UTC), kept by
+    triggers on device_telemetry_history (telemetry.counts)."""
+
+    # No foreign key: deleting an integration deletes its readings, whose triggers write here in
+    # the same transaction, in whatever order Django's collector picks; a row left for a deleted
+    # integration counts zero.
+    integration_id = models.BigIntegerField()
+    minute = models.DateTimeField()
+    readings = models.BigIntegerField()
+
+    class Meta:
+        db_table = "telemetry_minute_counts"
+        constraints = [
+            models.UniqueConstraint(fields=["integration_id", "minute"], name="minute_count_key")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.integration_id} @ {self.minute:%Y-%m-%d %H:%M}: {self.readings}"

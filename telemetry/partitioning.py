@@ -25,6 +25,8 @@ from typing import Any
 
 from django.db import OperationalError, connection, transaction
 
+from telemetry.counts import forget_range
+
 logger = logging.getLogger(__name__)
 
 TABLE = "device_telemetry_history"
@@ -209,10 +211,13 @@ def droppable_partitions(oldest_cutoff: datetime | None) -> list[Partition]:
 def drop_partition(partition: Partition) -> bool:
     """Drop a partition whole; False when its lock was busy (it goes next run; the batches
     meanwhile delete its readings one integration at a time)."""
-    if not _with_short_locks(
-        lambda cursor: cursor.execute(f"DROP TABLE {partition.name}"),
-        what=f"dropping {partition.name}",
-    ):
+
+    def drop(cursor: Any) -> None:
+        cursor.execute(f"DROP TABLE {partition.name}")
+        # A dropped table fires no delete trigger: its months' counts go with it.
+        forget_range(cursor, start=partition.start, end=partition.end)
+
+    if not _with_short_locks(drop, what=f"dropping {partition.name}"):
         return False
     logger.info("partitions: dropped %s (~%d readings)", partition.name, partition.estimated_rows)
     return True

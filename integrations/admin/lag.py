@@ -10,7 +10,8 @@ Three ages and two counts per integration, judged against its sync interval:
   status (which the pull refreshes only when it runs).
 
 `annotate_lag` adds them to a queryset with correlated subqueries answered by the indexes on
-(integration, device_timestamp) and (integration, -last_seen): a list of 100 integrations costs
+(integration, device_timestamp), (integration, -last_seen) and the per-minute counts
+(telemetry.counts): a list of 100 integrations costs
 the queries of a list of 1, plus one to read the thresholds.
 """
 
@@ -27,6 +28,7 @@ from django.db.models import (
     OuterRef,
     QuerySet,
     Subquery,
+    Sum,
     Value,
     When,
 )
@@ -35,7 +37,8 @@ from django.db.models.functions import Coalesce
 from integrations.models import DeviceIntegration
 from integrations.setting_table import DEFAULTS
 from integrations.sync_settings import SettingsError, SyncSettings
-from telemetry.models import Device, TelemetryRecord
+from telemetry.counts import minute_start
+from telemetry.models import Device, ReadingCount, TelemetryRecord
 
 # An age is "behind" past this many sync intervals (plus the settle time a window closes behind
 # now): one interval is the normal wait for the next run, the second is slack for a slow run.
@@ -50,9 +53,12 @@ def annotate_lag(
     readings = TelemetryRecord.objects.filter(integration=OuterRef("pk"))
     newest = readings.order_by("-device_timestamp").values("device_timestamp")[:1]
     recent = (
-        readings.filter(device_timestamp__gte=now - RATE_PERIOD)
-        .values("integration")
-        .annotate(n=Count("device_timestamp"))  # from the (integration, time) index alone
+        # Whole minutes (telemetry.counts): from the start of the minute an hour ago.
+        ReadingCount.objects.filter(
+            integration_id=OuterRef("pk"), minute__gte=minute_start(now - RATE_PERIOD)
+        )
+        .values("integration_id")
+        .annotate(n=Sum("readings"))
         .values("n")
     )
     silent = (

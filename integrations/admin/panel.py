@@ -13,7 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from django.db.models import Count, Q
+from django.db.models import Q, Sum
+from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone
 
@@ -24,7 +25,8 @@ from integrations.admin.history import RUN_ACTIVITY, Buckets, RunBucket, run_his
 from integrations.admin.lag import Lag, annotate_lag, lag_of
 from integrations.due import due
 from integrations.models import ActivityLog, DeviceIntegration
-from telemetry.models import TelemetryRecord
+from telemetry.counts import minute_start
+from telemetry.models import ReadingCount
 
 LAST_RUNS = 10
 HISTORY_BUCKET, HISTORY_BUCKETS = timedelta(hours=6), 28  # 7 days in quarters of a day
@@ -54,12 +56,13 @@ class Panel:
 
 def control_panel(integration: DeviceIntegration, *, now: datetime) -> Panel:
     annotated = annotate_lag(DeviceIntegration.objects.filter(pk=integration.pk), now=now).get()
-    readings = TelemetryRecord.objects.filter(
-        integration=integration, device_timestamp__gte=now - DAY
+    # Whole minutes (telemetry.counts): from the start of the minute a day and an hour ago.
+    hour_ago = minute_start(now - timedelta(hours=1))
+    readings = ReadingCount.objects.filter(
+        integration_id=integration.pk, minute__gte=minute_start(now - DAY)
     ).aggregate(
-        # A column of the (integration, device_timestamp) index: counted from the index alone.
-        day=Count("device_timestamp"),
-        hour=Count("device_timestamp", filter=Q(device_timestamp__gte=now - timedelta(hours=1))),
+        day=Coalesce(Sum("readings"), 0),
+        hour=Coalesce(Sum("readings", filter=Q(minute__gte=hour_ago)), 0),
     )
     verified = annotated.verified_through
     return Panel(

@@ -13,7 +13,10 @@ from django.utils import timezone
 from django_q.models import OrmQ
 
 from integrations.models import ActivityLog, DeviceIntegration
+from telemetry.counts import minute_start
+from telemetry.ingest import Reading, ingest_readings
 from telemetry.models import TelemetryRecord
+from telemetry.retention import prune_telemetry
 
 CHANGELIST = "/admin/integrations/deviceintegration/"
 
@@ -197,3 +200,50 @@ def test_panel_history_chart_has_bars_for_the_runs(admin_client, integration):
     ]
     assert [t.split(": ")[1] for t in titles if t.endswith("failed runs")] == ["1 failed runs"]
     assert "2 runs in 7 days" in history
+
+
+# --- the counts ----------------------------------------------------------------------------------
+
+
+def test_panel_and_dashboard_count_the_readings_stored_after_duplicates_corrections_and_prune(
+    admin_client, integration, make_device
+):
+    device = make_device(integration)
+    now = timezone.now()
+
+    def store(*minutes_ago: float, exact: bool = True) -> None:
+        ingest_readings(
+            [
+                Reading(
+                    device.pk,
+                    device.external_id,
+                    now - timedelta(minutes=m),
+                    {"m": m},
+                    time_exact=exact,
+                )
+                for m in minutes_ago
+            ],
+            integration_id=integration.pk,
+            source="sync",
+        )
+
+    store(2, 30, 59, 61, 600, 1500, 2000)
+    store(2, 30, 600)  # duplicates: not counted again
+    store(5, exact=False)  # a webhook's receive time, an hour's reading...
+    ingest_readings(  # ...corrected by the pull's exact copy to 70 minutes ago
+        [Reading(device.pk, device.external_id, now - timedelta(minutes=5, seconds=90), {"m": 5})],
+        integration_id=integration.pk,
+        source="sync",
+        time_tolerance=timedelta(minutes=2),
+    )
+    prune_telemetry(integration_id=integration.pk, cutoff=now - timedelta(minutes=1000))
+    stored = TelemetryRecord.objects.filter(integration=integration)
+    hour = stored.filter(device_timestamp__gte=minute_start(now - timedelta(hours=1))).count()
+    day = stored.filter(device_timestamp__gte=minute_start(now - timedelta(days=1))).count()
+    assert (hour, day) == (4, 6)  # 2, 6½, 30, 59; and 61, 600
+
+    header = page(admin_client.get(change_url(integration)))
+    dashboard = page(admin_client.get("/admin/"))
+
+    assert f"{hour} in the last hour, {day} in the last 24 h" in header
+    assert f"{day} readings stored in the last 24 hours, counted by reading time" in dashboard
