@@ -32,6 +32,7 @@ import http.client
 import multiprocessing
 import os
 import re
+import signal
 import sys
 import time
 from collections import Counter, defaultdict
@@ -116,7 +117,10 @@ def push(parts: list[Part], ports: list[int], clients: int) -> dict[int, tuple[i
     202, seconds from its first client's start to its last client's end)."""
     everything = [r for part in parts for r in part.requests]
     jobs = [(ports[c % len(ports)], everything[c::clients]) for c in range(clients)]
-    with multiprocessing.Pool(clients) as pool:
+    # The senders take SIGTERM's default: the harness's own handler (bench.soak.run) raising in a
+    # pool worker that Pool.terminate stops can leave another blocked on the pool's queue lock.
+    sigterm = (signal.SIGTERM, signal.SIG_DFL)
+    with multiprocessing.Pool(clients, initializer=signal.signal, initargs=sigterm) as pool:
         results = pool.map(client_loop, jobs)
     per_port: dict[int, tuple[int, float]] = {}
     for port in ports:
@@ -229,7 +233,7 @@ def row_bytes(table: str) -> tuple[int, float]:
         (size,) = cursor.fetchone()
         cursor.execute(f"SELECT count(*) FROM {table}")  # noqa: S608 - fixed names
         (rows,) = cursor.fetchone()
-    return int(rows), size / max(1, rows)
+    return int(rows), float(size) / max(1, rows)  # sum() of bigint is numeric: a Decimal
 
 
 def cpu_seconds(soak: Soak) -> dict[str, float]:
