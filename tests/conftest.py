@@ -5,6 +5,7 @@ from typing import Any
 
 import pytest
 from django.core.cache import cache
+from django_q.conf import Conf
 
 from integrations.golioth.simulator.server import GoliothSimulator
 from integrations.models import DeviceIntegration
@@ -77,3 +78,9 @@ def golioth_integration(make_integration, golioth) -> DeviceIntegration:
         project_id=golioth.project_id,
         settings={"maxRequestsPerSecond": 1000},
     )
+
+
+@pytest.fixture
+def run_tasks_inline(monkeypatch):
+    """django-q2's sync mode: a queued task runs at once in this process (STYLE.md "Tests")."""
+    monkeypatch.setattr(Conf, "SYNC", True)

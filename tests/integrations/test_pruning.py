@@ -14,7 +14,6 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
-from django_q.conf import Conf
 from django_q.models import OrmQ, Schedule
 from django_q.signing import SignedPackage
 
@@ -29,12 +28,6 @@ from integrations.scheduling import (
 from telemetry.models import TelemetryRecord
 
 Status = ActivityLog.Status
-
-
-@pytest.fixture
-def run_tasks_inline(monkeypatch):
-    """django-q2's sync mode: a queued task runs at once in this process (STYLE.md "Tests")."""
-    monkeypatch.setattr(Conf, "SYNC", True)
 
 
 @pytest.fixture

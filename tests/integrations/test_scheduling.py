@@ -7,7 +7,6 @@ import pytest
 from django.apps import apps as django_apps
 from django.core.management import call_command
 from django.utils import timezone
-from django_q.conf import Conf
 from django_q.models import OrmQ, Schedule
 from django_q.signing import SignedPackage
 
@@ -24,12 +23,6 @@ from integrations.scheduling import (
 from telemetry.models import TelemetryRecord
 
 Activity = ActivityLog.ActivityType
-
-
-@pytest.fixture
-def run_tasks_inline(monkeypatch):
-    """django-q2's sync mode: a queued task runs at once in this process (STYLE.md "Tests")."""
-    monkeypatch.setattr(Conf, "SYNC", True)
 
 
 def queued_runs() -> list[tuple]:

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.db import connection
@@ -186,23 +187,28 @@ def test_two_qclusters_split_integrations_and_honour_intervals(start_qcluster, m
             assert mirror(integration) == golioth_truth(sim, end=last.window_end)
 
 
-def test_sigkilled_worker_run_is_finished_by_the_other(start_qcluster, make_integration):
+def slow_fleet(sim: GoliothSimulator, make_integration: Any, name: str) -> DeviceIntegration:
+    """20 devices x 200 readings over two hours, pulled at 4 requests/s with 0.1 s per call:
+    ~40 stream pages, slow enough to kill or stop a worker mid-run."""
     now = timezone.now()
-    # Slow enough to kill mid-run: ~40 stream pages at 4 requests/s with 0.1 s per call.
+    sim.seed_fleet(20, 200, start=now - timedelta(hours=2), end=now - timedelta(minutes=1))
+    return make_integration(
+        name,
+        api_key=sim.api_key,
+        base_url=sim.base_url,
+        settings={
+            "backfillFrom": (now - timedelta(hours=3)).isoformat(),
+            "maxRequestsPerSecond": 4,
+            # Else the dispatch right after the run queues the first reconcile, whose lease can
+            # be held when the lease is checked (a race seen in CI).
+            "reconcileIntervalMinutes": 0,
+        },
+    )
+
+
+def test_sigkilled_worker_run_is_finished_by_the_other(start_qcluster, make_integration):
     with GoliothSimulator(latency=0.1) as sim:
-        sim.seed_fleet(20, 200, start=now - timedelta(hours=2), end=now - timedelta(minutes=1))
-        integration = make_integration(
-            "big-fleet",
-            api_key=sim.api_key,
-            base_url=sim.base_url,
-            settings={
-                "backfillFrom": (now - timedelta(hours=3)).isoformat(),
-                "maxRequestsPerSecond": 4,
-                # Else the dispatch right after the run queues the first reconcile, whose lease
-                # can be held when the lease is checked below (a race seen in CI).
-                "reconcileIntervalMinutes": 0,
-            },
-        )
+        integration = slow_fleet(sim, make_integration, "big-fleet")
         ensure_schedules()
         lease = {"GSYNC_SYNC_LEASE_SECONDS": "4"}
         clusters = {start_qcluster("a", **lease).pid, start_qcluster("b", **lease).pid}
@@ -274,20 +280,8 @@ def test_healthz_fails_when_the_scheduler_stops(start_qcluster, client, settings
 def test_sigterm_stops_a_sync_between_pages_and_the_next_run_completes_it(
     start_qcluster, make_integration
 ):
-    now = timezone.now()
-    # ~40 stream pages at 4 requests/s: the run is mid-window when the qcluster is stopped.
     with GoliothSimulator(latency=0.1) as sim:
-        sim.seed_fleet(20, 200, start=now - timedelta(hours=2), end=now - timedelta(minutes=1))
-        integration = make_integration(
-            "restarted",
-            api_key=sim.api_key,
-            base_url=sim.base_url,
-            settings={
-                "backfillFrom": (now - timedelta(hours=3)).isoformat(),
-                "maxRequestsPerSecond": 4,
-                "reconcileIntervalMinutes": 0,
-            },
-        )
+        integration = slow_fleet(sim, make_integration, "restarted")
         ensure_schedules()
         cluster = start_qcluster("a")
         assert enqueue_sync(integration)

@@ -21,9 +21,13 @@ Stream only through a pipeline that delivers it there. Sources (golioth/docs, do
   (4-destinations/8; the CBOR pipeline's items reach the JSON one, 5-examples/2). The array itself
   goes no further than the batch step [guess: otherwise the docs' "Legacy LightDB Stream" example
   would store every batch once more, as an array]; a payload that is not an array passes on.
-  `logs` destinations are counted, not delivered; `webhook` deliveries go to the Router's
-  `webhook` callback when it has one (the soak, bench/soak, POSTs them to gsync), else are only
-  counted (gsync's tests of the push path send webhooks with simulator_webhooks.py).
+  `logs` destinations are counted, not delivered; `webhook` deliveries (4-destinations/4-webhook:
+  the message as the steps before it left it) go to the Router's `webhook` callback when it has
+  one, else are only counted (gsync's tests of the push path send webhooks with
+  simulator_webhooks.py). The callback only hands the message over: the body shape, headers,
+  retries and ordering are the caller's (bench/soak/traffic.py sends every shape gsync accepts,
+  doubled and out of order, because Golioth documents no delivery order or retry policy [guess:
+  at-least-once, any order]).
 - Golioth's "Default CBOR Logs" pipeline (5-examples/28): `/logs`, CBOR, to Golioth Logs.
 """
 

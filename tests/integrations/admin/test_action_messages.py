@@ -11,7 +11,6 @@ from datetime import timedelta
 
 import pytest
 from django.utils import timezone
-from django_q.conf import Conf
 
 from integrations.models import ActivityLog, DeviceIntegration, WebhookDelivery
 
@@ -19,11 +18,6 @@ CHANGELIST = "/admin/integrations/deviceintegration/"
 ADD_URL = f"{CHANGELIST}add/"
 ENTRY_URL = "/admin/integrations/activitylog/{}/change/"
 TYPED_KEY = "typed-golioth-key-7f2e"
-
-
-@pytest.fixture
-def run_tasks_inline(monkeypatch):
-    monkeypatch.setattr(Conf, "SYNC", True)
 
 
 @pytest.fixture

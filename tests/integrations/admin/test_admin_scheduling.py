@@ -8,7 +8,6 @@ from django.contrib import admin
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
-from django_q.conf import Conf
 from django_q.models import OrmQ
 
 from integrations.models import ActivityLog, DeviceIntegration
@@ -16,11 +15,6 @@ from telemetry.models import TelemetryRecord
 
 CHANGELIST = "/admin/integrations/deviceintegration/"
 ACTIONS = ["sync_now", "verify_completeness", "test_connection", "backfill", "pause", "resume"]
-
-
-@pytest.fixture
-def run_tasks_inline(monkeypatch):
-    monkeypatch.setattr(Conf, "SYNC", True)
 
 
 def act(client, action: str, *integrations: DeviceIntegration, follow: bool = True):
