@@ -522,6 +522,59 @@ def _insert_portable(values: list[tuple]) -> int:
         return cursor.rowcount
 
 
+# --- one reading inside a caller's statement ------------------------------------------------------
+
+
+def exact_reading_insert(
+    reading: Reading,
+    *,
+    integration_id: int,
+    source: str,
+    activity_id: int | None,
+    device_id: str,
+    rows_from: str,
+) -> tuple[str, dict[str, Any]] | None:
+    """`INSERT ... ON CONFLICT DO NOTHING RETURNING 1` of one reading and its parameters (named
+    `reading_*`), for a caller storing it inside a statement of its own (PostgreSQL: the
+    synchronous webhook's, integrations.push.one_statement); None when ingest would refuse the
+    payload (`ingest_readings` then says why).
+
+    The device's id is the SQL `device_id` over `rows_from` ("FROM cte WHERE ..."): no row, no
+    reading. The caller vouches that the reading's time is Golioth's own and that its device holds
+    no approximate-time row, so there is nothing for `_reconcile_approximate_times` to match: the
+    row, its key and its text are `ingest_readings`' own (`_keyed_rows`), and what it inserts is
+    counted by the same triggers.
+    """
+    if not reading.time_exact:
+        raise ValueError("exact_reading_insert takes readings with Golioth's own time only")
+    rows, refused, _ = _keyed_rows([reading], integration_id=integration_id)
+    if refused:
+        return None
+    (row,) = rows.values()
+    # INSERT ... SELECT resolves an untyped literal as text, which no column but text takes.
+    selected = (
+        f"{device_id}, %(reading_integration)s::bigint, %(reading_path)s::text, "
+        "%(reading_telemetry)s::jsonb, %(reading_timestamp)s::timestamptz, "
+        "%(reading_received)s::timestamptz, %(reading_source)s::text, true, "
+        "%(reading_activity)s::bigint, %(reading_key)s::uuid"
+    )
+    sql = (
+        f"INSERT INTO {TelemetryRecord._meta.db_table} ({', '.join(COLUMNS)}) "  # noqa: S608
+        f"SELECT {selected} {rows_from} {ON_CONFLICT} RETURNING 1"
+    )
+    params = {
+        "reading_integration": integration_id,
+        "reading_path": reading.path,
+        "reading_telemetry": row.document,
+        "reading_timestamp": reading.timestamp,
+        "reading_received": timezone.now(),
+        "reading_source": source,
+        "reading_activity": activity_id,
+        "reading_key": row.key,
+    }
+    return sql, params
+
+
 # --- last_seen -----------------------------------------------------------------------------------
 
 

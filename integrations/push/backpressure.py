@@ -29,7 +29,7 @@ from typing import Any
 
 import psycopg
 from django.conf import settings
-from django.db import OperationalError, connection
+from django.db import DatabaseError, OperationalError, connection
 from psycopg import errors as pg_errors
 
 logger = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ def waiting_for_the_database() -> Iterator[None]:
         with _bounded_statements():
             yield
     except OperationalError as exc:
-        if not _timed_out(exc):
+        if not timed_out(exc):
             raise
         _shed(exc)
         raise OverloadedError("the database did not answer in time") from exc
@@ -96,7 +96,8 @@ def forget() -> None:
         _shedding_until = 0.0
 
 
-def _timed_out(exc: OperationalError) -> bool:
+def timed_out(exc: DatabaseError) -> bool:
+    """Whether `exc` is a statement bound (or SQLite's busy timeout) running out."""
     if isinstance(exc.__cause__, pg_errors.QueryCanceled | pg_errors.LockNotAvailable):
         return True
     return connection.vendor == "sqlite" and "database is locked" in str(exc)

@@ -12,6 +12,7 @@ which no delivery writes to: concurrent requests would all queue on that one row
 
 from __future__ import annotations
 
+import functools
 import logging
 import traceback
 from collections.abc import Iterable
@@ -91,30 +92,54 @@ class ReprocessResult:
 def insert_delivery(delivery: WebhookDelivery) -> None:
     """`delivery.save()` for a new delivery, as one hand-written INSERT ... RETURNING id: the
     webhook's one statement, without the ORM's per-save work (about a third of the queued
-    answer's CPU, bench/bench_webhook.py). The values go through each field's own conversion."""
-    values = []
-    for f in _delivery_fields():
-        value = f.pre_save(delivery, add=True)
-        if isinstance(value, DatabaseDefault):  # left to the database: its value, as it stores
-            value = getattr(f.db_default, "value", f.db_default)
-            setattr(delivery, f.attname, value)
-        values.append(f.get_db_prep_save(value, connection))
+    answer's CPU, bench/bench_webhook.py)."""
     with connection.cursor() as cursor:
-        cursor.execute(_insert_delivery_sql(), values)
+        cursor.execute(_insert_delivery_sql(), delivery_values(delivery))
         (delivery.pk,) = cursor.fetchone()
     delivery._state.adding = False
 
 
-def _delivery_fields() -> list[Any]:
-    return [f for f in WebhookDelivery._meta.concrete_fields if not f.primary_key]
+def delivery_columns() -> list[str]:
+    """The columns a new delivery's INSERT names, in `delivery_values`' order (all but the id)."""
+    return [f.column for f, _ in _delivery_fields()]
+
+
+def delivery_values(delivery: WebhookDelivery) -> list[Any]:
+    """A new delivery's column values, each through its field's own conversion, but for text
+    and integer columns, whose values the driver takes as they are (Django wraps each integer in
+    a typed psycopg object, which only server-side binding needs: a sixth of the queued
+    answer's CPU, bench/bench_webhook.py profiled)."""
+    values = []
+    for f, plain in _delivery_fields():
+        value = getattr(delivery, f.attname) if plain else f.pre_save(delivery, add=True)
+        if isinstance(value, DatabaseDefault):  # left to the database: its value, as it stores
+            value = getattr(f.db_default, "value", f.db_default)
+            setattr(delivery, f.attname, value)
+        values.append(value if plain else f.get_db_prep_save(value, connection))
+    return values
+
+
+# Columns whose Python values are what the database stores (str, int, None): no conversion, and
+# Field.pre_save is getattr for them.
+_PLAIN = {
+    "CharField", "TextField", "IntegerField", "SmallIntegerField", "BigIntegerField",
+    "PositiveIntegerField", "PositiveSmallIntegerField", "PositiveBigIntegerField",
+}  # fmt: skip
+
+
+@functools.cache
+def _delivery_fields() -> list[tuple[Any, bool]]:
+    """The delivery's columns but the id, each with whether its value goes as it is."""
+    fields = [f for f in WebhookDelivery._meta.concrete_fields if not f.primary_key]
+    return [(f, f.get_internal_type() in _PLAIN or f.is_relation) for f in fields]
 
 
 def _insert_delivery_sql() -> str:
     global _INSERT_DELIVERY
     if _INSERT_DELIVERY is None:
         quote = connection.ops.quote_name
-        columns = ", ".join(quote(f.column) for f in _delivery_fields())
-        placeholders = ", ".join(["%s"] * len(_delivery_fields()))
+        columns = ", ".join(quote(column) for column in delivery_columns())
+        placeholders = ", ".join(["%s"] * len(delivery_columns()))
         _INSERT_DELIVERY = (
             f"INSERT INTO {quote(WebhookDelivery._meta.db_table)} ({columns}) "  # noqa: S608
             f"VALUES ({placeholders}) RETURNING {quote(WebhookDelivery._meta.pk.column)}"
@@ -155,11 +180,11 @@ def process_delivery(
             )
             return conclude_delivery(delivery, result, answering=answering)
     except DatabaseError as exc:
-        _record_crash(delivery, exc, answering=answering)
+        record_crash(delivery, exc, answering=answering)
         raise
     except Exception as exc:
         logger.exception("webhook: delivery %s failed", delivery.pk)
-        return _record_crash(delivery, exc, answering=answering)
+        return record_crash(delivery, exc, answering=answering)
 
 
 def answer_status(result: DeliveryResult) -> int:
@@ -198,9 +223,10 @@ def read_delivery(
     return message.reading
 
 
-def _record_crash(
+def record_crash(
     delivery: WebhookDelivery, exc: BaseException, *, answering: bool
 ) -> DeliveryResult:
+    """Record `exc` (being handled) on the delivery's row as its failure, with the traceback."""
     result = DeliveryResult(
         Outcome.FAILED,
         reason=f"{type(exc).__name__}: {exc}".splitlines()[0][:500],
@@ -291,8 +317,19 @@ def _see_device(
 ) -> tuple[int, bool] | None:
     """Move the device's last_seen forward to the reading, its status following it, and return
     its pk and whether it has stored rows whose time is approximate (ingest's reconciliation
-    needs a search only then): one statement, the lookup being the update. None when the
-    integration has no such device.
+    needs a search only then): one statement, the lookup being the update (`see_device_sql`).
+    None when the integration has no such device."""
+    sql, params = see_device_sql(integration, reading, sync_settings=sync_settings)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    return (row[0], bool(row[1])) if row else None
+
+
+def see_device_sql(
+    integration: DeviceIntegration, reading: WebhookReading, *, sync_settings: SyncSettings
+) -> tuple[str, dict[str, Any]]:
+    """The UPDATE of `_see_device` and its parameters: it returns `id` and `approximate`.
 
     The status is `telemetry.status.status_sql` of the new last_seen. The approximate rows are
     found in the `telemetry_inexact_time` partial index. Raw SQL because the ORM's UPDATE returns
@@ -304,7 +341,7 @@ def _see_device(
         f"UPDATE {devices} SET last_seen = {newest}, status = {status_sql(newest)} "  # noqa: S608
         "WHERE integration_id = %(integration)s AND external_id = %(device)s "
         f"RETURNING id, EXISTS (SELECT 1 FROM {readings} "
-        f"WHERE {readings}.device_id = {devices}.id AND NOT {readings}.time_exact)"
+        f"WHERE {readings}.device_id = {devices}.id AND NOT {readings}.time_exact) AS approximate"
     )
     params = {
         "seen": connection.ops.adapt_datetimefield_value(reading.timestamp),
@@ -314,10 +351,7 @@ def _see_device(
         "integration": integration.pk,
         "device": reading.device_external_id,
     }
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        row = cursor.fetchone()
-    return (row[0], bool(row[1])) if row else None
+    return sql, params
 
 
 def conclude_delivery(

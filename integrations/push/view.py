@@ -13,8 +13,10 @@ one, in `webhook_deliveries`.
 
 Queued (the integration's `webhookQueued`, the default): the delivery is stored `queued` in the
 request's one INSERT and answered 202; an ingest worker stores its reading (integrations.push.
-queue). Synchronous: stored, then processed before the answer, which carries the counts. What is
-plainly not a reading (refused above, or by the parser) is answered at once in both modes.
+queue). Synchronous: stored, then processed before the answer, which carries the counts; on
+PostgreSQL the common case is stored, processed and committed in one statement (integrations.push.
+one_statement), the rest as dj-stripe does it, above. What is plainly not a reading (refused
+above, or by the parser) is answered at once in both modes.
 
 What the sender gets back (every answer but HEAD's is JSON):
   202 {"queued": id}                  queued for an ingest worker (queued mode)
@@ -71,6 +73,7 @@ from integrations.push.deliveries import (
     read_delivery,
 )
 from integrations.push.minutes import forget_minute_entries, webhook_minute_entry
+from integrations.push.one_statement import store_at_once
 
 logger = logging.getLogger(__name__)
 
@@ -140,13 +143,18 @@ def _receive(request: HttpRequest, token: str) -> HttpResponse:
     refusal = _refusal(request, body=body, unreadable=unreadable)
     if integration.sync_settings.webhook_queued:
         return _queue(delivery, refusal=refusal)
-    insert_delivery(delivery)  # committed before any processing: nothing a failure can lose it
     if refusal:
+        insert_delivery(delivery)
         conclude_delivery(delivery, refusal, answering=True)
         return _answer(refusal)
-    result = process_delivery(
-        delivery, integration=integration, activity_id=entry_id, answering=True
-    )
+    result = store_at_once(delivery, integration=integration, activity_id=entry_id)
+    if result is None:
+        if delivery.pk is None:
+            # Committed before any processing: nothing a failure can lose it.
+            insert_delivery(delivery)
+        result = process_delivery(
+            delivery, integration=integration, activity_id=entry_id, answering=True
+        )
     return _answer(result)
 
 
