@@ -147,6 +147,10 @@ GSYNC_WEB_TIMEOUT = env.int("GSYNC_WEB_TIMEOUT", default=30)
 # 503 + Retry-After, and how many webhook requests one web process lets wait for the database.
 GSYNC_WEBHOOK_DB_TIMEOUT = env.float("GSYNC_WEBHOOK_DB_TIMEOUT", default=2.0)
 GSYNC_WEBHOOK_MAX_WAITING = env.int("GSYNC_WEBHOOK_MAX_WAITING", default=4)
+# The webhook's statements prepared on PostgreSQL (integrations/push/prepared.py): parsed and
+# planned once per connection. Off behind a pooler that cannot keep prepared statements
+# (PgBouncer in transaction mode before 1.21, or without max_prepared_statements).
+GSYNC_WEBHOOK_PREPARED = env.bool("GSYNC_WEBHOOK_PREPARED", default=True)
 if not 0 < GSYNC_WEBHOOK_DB_TIMEOUT < GSYNC_WEB_TIMEOUT or GSYNC_WEBHOOK_MAX_WAITING < 1:
     raise ImproperlyConfigured(
         f"GSYNC_WEBHOOK_DB_TIMEOUT ({GSYNC_WEBHOOK_DB_TIMEOUT:g}) must be above 0 and below "

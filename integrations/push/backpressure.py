@@ -67,6 +67,16 @@ def waiting_for_the_database() -> Iterator[None]:
             _waiting -= 1
 
 
+# The statement bound in force in this thread (milliseconds), for the statements that do not go
+# through Django's cursor (integrations.push.prepared); None outside `waiting_for_the_database`.
+_bound = threading.local()
+
+
+def statement_bound() -> int | None:
+    """The milliseconds each statement of this thread is bounded to now, or None."""
+    return getattr(_bound, "milliseconds", None)
+
+
 @contextmanager
 def _bounded_statements() -> Iterator[None]:
     if connection.vendor != "postgresql":
@@ -85,8 +95,12 @@ def _bounded_statements() -> Iterator[None]:
         cursor.nextset()  # past the SET's empty result, to the statement's own
         return result
 
-    with connection.execute_wrapper(bound):
-        yield
+    _bound.milliseconds = milliseconds
+    try:
+        with connection.execute_wrapper(bound):
+            yield
+    finally:
+        _bound.milliseconds = None
 
 
 def forget() -> None:

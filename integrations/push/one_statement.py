@@ -6,9 +6,10 @@ the outcome's UPDATE, COMMIT. Most deliveries need none of that care: a reading 
 with Golioth's own time, of a device that holds no approximate-time row. For those one INSERT
 with data-modifying CTEs moves the device's last_seen and status, stores the reading (ingest's
 own row, key and ON CONFLICT: telemetry.ingest.exact_reading_insert) and stores the delivery
-with its outcome, in one round trip and one commit. The CTEs share one snapshot and run in
-order of need: `seen` (the device's UPDATE), `stored` (the reading, only if `seen` found a device
-without approximate rows), `verdict`, then the delivery.
+with its outcome, in one round trip and one commit, prepared once per connection (integrations.
+push.prepared: planning this statement costs more than running it). The CTEs share one snapshot
+and run in order of need: `seen` (the device's UPDATE), `stored` (the reading, only if `seen`
+found a device without approximate rows), `verdict`, then the delivery.
 
 What the statement cannot settle it leaves to the general path on the delivery it stored
 `received` (unknown device: it may be added from webhooks; approximate rows to reconcile), as a
@@ -30,7 +31,7 @@ from django.db import DatabaseError, InterfaceError, OperationalError, connectio
 from django.utils import timezone
 
 from integrations.models import DeviceIntegration, WebhookDelivery
-from integrations.push import backpressure
+from integrations.push import backpressure, prepared
 from integrations.push.deliveries import (
     DeliveryResult,
     as_reading,
@@ -76,9 +77,7 @@ def store_at_once(
         return None
     sql, params = statement
     try:
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            delivery.pk, outcome, stored = cursor.fetchone()
+        delivery.pk, outcome, stored = prepared.returning_row(sql, params)
     except DatabaseError as exc:
         if isinstance(exc, OperationalError | InterfaceError):
             # A timeout (503, integrations.push.backpressure) or no database: nothing stored.
