@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from django.db import DatabaseError, connection, transaction
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections, transaction
 from django.db.models.expressions import DatabaseDefault
 from django.utils import timezone
 from django.utils.datastructures import CaseInsensitiveMapping
@@ -108,13 +108,14 @@ def delivery_values(delivery: WebhookDelivery) -> list[Any]:
     and integer columns, whose values the driver takes as they are (Django wraps each integer in
     a typed psycopg object, which only server-side binding needs: a sixth of the queued
     answer's CPU, bench/bench_webhook.py profiled)."""
+    db = connections[DEFAULT_DB_ALIAS]  # once: each `connection.x` is a thread-local lookup
     values = []
     for f, plain in _delivery_fields():
         value = getattr(delivery, f.attname) if plain else f.pre_save(delivery, add=True)
         if isinstance(value, DatabaseDefault):  # left to the database: its value, as it stores
             value = getattr(f.db_default, "value", f.db_default)
             setattr(delivery, f.attname, value)
-        values.append(value if plain else f.get_db_prep_save(value, connection))
+        values.append(value if plain else f.get_db_prep_save(value, db))
     return values
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import psycopg
 from django.conf import settings
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connections
 
 from integrations.push import backpressure
 
@@ -34,14 +34,15 @@ PREPARE_ONLY_WHEN_ASKED = 2**62
 def returning_row(sql: str, params: Any) -> tuple:
     """Run one statement that returns a row (an INSERT ... RETURNING; Django's placeholders) and
     return that row."""
-    if connection.vendor != "postgresql" or not settings.GSYNC_WEBHOOK_PREPARED:
-        with connection.cursor() as cursor:
+    db = connections[DEFAULT_DB_ALIAS]  # once: each `connection.x` is a thread-local lookup
+    if db.vendor != "postgresql" or not settings.GSYNC_WEBHOOK_PREPARED:
+        with db.cursor() as cursor:
             cursor.execute(sql, params)
             return _one(cursor.fetchone(), sql)
     # What Django's cursor() does first: a connection checked once a request, opened if need be.
-    connection.close_if_health_check_failed()
-    connection.ensure_connection()
-    raw = connection.connection
+    db.close_if_health_check_failed()
+    db.ensure_connection()
+    raw = db.connection
     if raw.prepare_threshold is None:
         # Django turns psycopg's preparing off (None), which `prepare=True` cannot override; a
         # threshold never reached prepares only what asks for it. Django's own cursors bind on
@@ -50,7 +51,7 @@ def returning_row(sql: str, params: Any) -> tuple:
     bound = backpressure.statement_bound()
     limit = "" if bound is None else f"SET LOCAL statement_timeout = {int(bound)}"
     started = time.monotonic()
-    with connection.wrap_database_errors:
+    with db.wrap_database_errors:
         with psycopg.Cursor(raw) as cursor:
             if not limit:
                 cursor.execute(sql, params, prepare=True)
@@ -59,10 +60,10 @@ def returning_row(sql: str, params: Any) -> tuple:
                     cursor.execute(limit)
                     cursor.execute(sql, params, prepare=True)
             row = cursor.fetchone()
-    if connection.queries_logged:
+    if db.queries_logged:
         # One entry per round trip, as backpressure's prefix shows on Django's cursor.
         sent = f"{limit}; {sql}" if limit else sql
-        connection.queries_log.append({"sql": sent, "time": f"{time.monotonic() - started:.3f}"})
+        db.queries_log.append({"sql": sent, "time": f"{time.monotonic() - started:.3f}"})
     return _one(row, sql)
 
 

@@ -50,7 +50,6 @@ import ipaddress
 import logging
 import re
 import time
-from collections.abc import Iterable
 from datetime import datetime
 
 from django.conf import settings
@@ -117,7 +116,8 @@ def _unavailable(message: str) -> HttpResponse:
 
 def _receive(request: HttpRequest, token: str) -> HttpResponse:
     now = timezone.now()
-    address = _remote_addr(request) or "unknown address"
+    remote_addr = _remote_addr(request)
+    address = remote_addr or "unknown address"
     integration = _find_integration(token)
     scope = str(integration.pk) if integration else UNKNOWN_TOKENS
     # The secret is checked first: a guesser sharing Golioth's egress address must not get
@@ -137,10 +137,18 @@ def _receive(request: HttpRequest, token: str) -> HttpResponse:
         body, unreadable = read_body(request, limit=settings.GSYNC_WEBHOOK_MAX_BYTES), ""
     except UnreadableBody as exc:
         body, unreadable = None, str(exc)
-    delivery = new_delivery(integration=integration, request=request, body=body, received_at=now)
+    headers, unstorable = stored_headers(request)
+    delivery = new_delivery(
+        integration=integration,
+        request=request,
+        body=body,
+        received_at=now,
+        headers=headers,
+        remote_addr=remote_addr,
+    )
     # Added even for a refused body: the minute's entry counts every delivery.
     entry_id = webhook_minute_entry(integration, at=now)
-    refusal = _refusal(request, body=body, unreadable=unreadable)
+    refusal = _refusal(body=body, unreadable=unreadable, unstorable_header=unstorable)
     if integration.sync_settings.webhook_queued:
         return _queue(delivery, refusal=refusal)
     if refusal:
@@ -158,10 +166,12 @@ def _receive(request: HttpRequest, token: str) -> HttpResponse:
     return _answer(result)
 
 
-def _refusal(request: HttpRequest, *, body: bytes | None, unreadable: str) -> DeliveryResult | None:
+def _refusal(
+    *, body: bytes | None, unreadable: str, unstorable_header: str
+) -> DeliveryResult | None:
     """The failure of a request whose body is not kept or whose headers cannot be, or None."""
-    if unstorable := _unstorable_header(request):
-        reason = f"header {unstorable[:60]} holds a NUL character or a lone surrogate"
+    if unstorable_header:
+        reason = f"header {unstorable_header[:60]} holds a NUL character or a lone surrogate"
         return DeliveryResult(Outcome.FAILED, reason=reason, failure="input")
     if body is None:
         limit = settings.GSYNC_WEBHOOK_MAX_BYTES
@@ -318,24 +328,24 @@ def _read_limited(request: HttpRequest, *, limit: int) -> bytes | None:
     return None if len(body) > limit else body
 
 
-def redact_headers(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
-    stored = {}
-    for name, value in headers:
-        stored[_storable(name)] = REDACTED if is_secret_name(name) else _storable(value)
-    return stored
+def stored_headers(request: HttpRequest) -> tuple[dict[str, str], str]:
+    """The request's headers as a delivery keeps them (secrets redacted, `_storable`), and the
+    name of the first header (or Content-Type) that `_storable` had to change, or ""."""
+    stored, unstorable = {}, ""
+    for name, value in request.headers.items():
+        kept_name, kept_value = _storable(name), _storable(value)
+        if not unstorable and (kept_name != name or kept_value != value):
+            unstorable = kept_name
+        stored[kept_name] = REDACTED if is_secret_name(name) else kept_value
+    content_type = _content_type(request)
+    if not unstorable and _storable(content_type) != content_type:
+        unstorable = "Content-Type"
+    return stored, unstorable
 
 
 def _storable(text: str) -> str:
     # PostgreSQL's jsonb and text hold no NUL and no lone surrogate: the row would not be kept.
     return UNSTORABLE_TEXT.sub("\ufffd", text)
-
-
-def _unstorable_header(request: HttpRequest) -> str:
-    """The name of the first header (or Content-Type) that `_storable` had to change, or ""."""
-    for name, value in [*request.headers.items(), ("Content-Type", _content_type(request))]:
-        if UNSTORABLE_TEXT.search(name) or UNSTORABLE_TEXT.search(value):
-            return _storable(name)
-    return ""
 
 
 def _content_type(request: HttpRequest) -> str:
@@ -356,14 +366,16 @@ def new_delivery(
     request: HttpRequest,
     body: bytes | None,
     received_at: datetime,
+    headers: dict[str, str] | None = None,
+    remote_addr: str | None = None,
 ) -> WebhookDelivery:
     """The request as a delivery row, not saved yet (secrets redacted; a body over the limit
-    is kept without it)."""
+    is kept without it). `headers` and `remote_addr`: what the caller worked out already."""
     return WebhookDelivery(
         integration=integration,
         received_at=received_at,
-        headers=redact_headers(request.headers.items()),
+        headers=stored_headers(request)[0] if headers is None else headers,
         body=body or b"",
         content_type=_storable(_content_type(request))[:200],
-        remote_addr=_remote_addr(request),
+        remote_addr=_remote_addr(request) if remote_addr is None else remote_addr,
     )
