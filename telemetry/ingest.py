@@ -400,6 +400,10 @@ def _insert(
     """Insert-or-ignore; how many were inserted and, when `returning`, their keys (hex)."""
     if not rows:
         return 0, set() if returning else None
+    # In key order: two writers storing the same readings (a webhook's copy and the pull's, two
+    # ingest workers) then wait on each other's keys in one order, never each on the other's
+    # ("deadlock detected" on the unique index otherwise).
+    rows = sorted(rows, key=_by_key)
     batch = (integration_id, timezone.now(), source, activity_id)
     if connection.vendor == "postgresql" and len(rows) >= COPY_MIN_ROWS:
         return _insert_postgresql(rows, batch=batch, returning=returning)
@@ -422,6 +426,10 @@ def _insert(
         keys = _insert_portable_returning(values)
         return len(keys), keys
     return _insert_portable(values), None
+
+
+def _by_key(row: _Row) -> str:
+    return row.key
 
 
 # What differs from one reading of a batch to the next goes through COPY; the batch's
