@@ -18,8 +18,8 @@ not take never reaches the database here (SQLite; not a reading; another project
 missing; a payload ingest refuses): the general path does it all. If the statement fails,
 nothing of it is stored and the general path's answer follows: on a timeout the delivery is kept
 failed with why and answered 503 (integrations.push.backpressure), on a lost database just
-answered 503, and any other database error sends it down the general path, which keeps it with
-the error.
+answered 503, and any other database error (a deadlock, a constraint) sends it down the general
+path, which keeps it with the error.
 """
 
 from __future__ import annotations
@@ -79,11 +79,12 @@ def store_at_once(
     try:
         delivery.pk, outcome, stored = prepared.returning_row(sql, params)
     except DatabaseError as exc:
-        if isinstance(exc, OperationalError | InterfaceError):
-            # A timeout (503, integrations.push.backpressure) or no database: nothing stored.
-            if backpressure.timed_out(exc):
-                _keep_failed(delivery, exc)
+        # Nothing of the statement is stored. A timeout: 503 (integrations.push.backpressure).
+        if isinstance(exc, OperationalError) and backpressure.timed_out(exc):
+            _keep_failed(delivery, exc)
             raise
+        if isinstance(exc, InterfaceError) or _connection_lost():
+            raise  # 503: the general path would fail the same way
         logger.warning("webhook: one-statement store failed (%s); the general path takes it", exc)
         return None
     delivery._state.adding = False
@@ -93,6 +94,11 @@ def store_at_once(
     delivery.readings_stored, delivery.readings_duplicate = stored, 1 - stored
     delivery.processed_at, delivery.response_status = params["processed_at"], 200
     return DeliveryResult(outcome, stored=stored, duplicates=1 - stored)
+
+
+def _connection_lost() -> bool:
+    raw = connection.connection
+    return raw is None or raw.closed
 
 
 def _keep_failed(delivery: WebhookDelivery, exc: DatabaseError) -> None:
