@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from operator import attrgetter
 from typing import Any, cast
 
 from django.conf import settings
@@ -403,7 +404,7 @@ def _insert(
     # In key order: two writers storing the same readings (a webhook's copy and the pull's, two
     # ingest workers) then wait on each other's keys in one order, never each on the other's
     # ("deadlock detected" on the unique index otherwise).
-    rows = sorted(rows, key=_by_key)
+    rows = sorted(rows, key=attrgetter("key"))
     batch = (integration_id, timezone.now(), source, activity_id)
     if connection.vendor == "postgresql" and len(rows) >= COPY_MIN_ROWS:
         return _insert_postgresql(rows, batch=batch, returning=returning)
@@ -426,10 +427,6 @@ def _insert(
         keys = _insert_portable_returning(values)
         return len(keys), keys
     return _insert_portable(values), None
-
-
-def _by_key(row: _Row) -> str:
-    return row.key
 
 
 # What differs from one reading of a batch to the next goes through COPY; the batch's

@@ -34,6 +34,7 @@ from integrations.models import DeviceIntegration, WebhookDelivery
 from integrations.push import backpressure, prepared
 from integrations.push.deliveries import (
     DeliveryResult,
+    answer_status,
     as_reading,
     delivery_columns,
     delivery_values,
@@ -49,6 +50,8 @@ from telemetry.models import TelemetryRecord
 logger = logging.getLogger(__name__)
 
 Outcome = WebhookDelivery.Outcome
+# What the webhook answers a stored reading or a duplicate (both 200), from the one rule.
+_ANSWERED = answer_status(DeliveryResult(Outcome.PROCESSED))
 # `verdict.stored`: NULL when the general path is to finish (no device, or approximate rows),
 # else how many readings the statement stored (0: a duplicate).
 _SETTLED = {
@@ -60,7 +63,7 @@ _SETTLED = {
     "readings_duplicate": "CASE WHEN v.stored = 0 THEN 1 ELSE 0 END",
     "processed_at": "CASE WHEN v.stored IS NULL THEN NULL ELSE %(processed_at)s::timestamptz END",
     "attempts": "CASE WHEN v.stored IS NULL THEN 0 ELSE 1 END",
-    "response_status": "CASE WHEN v.stored IS NULL THEN NULL ELSE 200 END",
+    "response_status": f"CASE WHEN v.stored IS NULL THEN NULL ELSE {_ANSWERED} END",
 }
 
 
@@ -92,8 +95,9 @@ def store_at_once(
         return None
     delivery.outcome, delivery.attempts = outcome, 1
     delivery.readings_stored, delivery.readings_duplicate = stored, 1 - stored
-    delivery.processed_at, delivery.response_status = params["processed_at"], 200
-    return DeliveryResult(outcome, stored=stored, duplicates=1 - stored)
+    result = DeliveryResult(outcome, stored=stored, duplicates=1 - stored)
+    delivery.processed_at, delivery.response_status = params["processed_at"], answer_status(result)
+    return result
 
 
 def _connection_lost() -> bool:

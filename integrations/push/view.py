@@ -366,16 +366,16 @@ def new_delivery(
     request: HttpRequest,
     body: bytes | None,
     received_at: datetime,
-    headers: dict[str, str] | None = None,
-    remote_addr: str | None = None,
+    headers: dict[str, str],
+    remote_addr: str | None,
 ) -> WebhookDelivery:
-    """The request as a delivery row, not saved yet (secrets redacted; a body over the limit
-    is kept without it). `headers` and `remote_addr`: what the caller worked out already."""
+    """The request as a delivery row, not saved yet: `headers` as `stored_headers` keeps them
+    (secrets redacted); a body over the limit is kept without it."""
     return WebhookDelivery(
         integration=integration,
         received_at=received_at,
-        headers=stored_headers(request)[0] if headers is None else headers,
+        headers=headers,
         body=body or b"",
         content_type=_storable(_content_type(request))[:200],
-        remote_addr=_remote_addr(request) if remote_addr is None else remote_addr,
+        remote_addr=remote_addr,
     )

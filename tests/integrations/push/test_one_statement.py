@@ -1,6 +1,8 @@
-"""The synchronous webhook's one-statement store (PostgreSQL, integrations.push.one_statement):
-the common delivery costs one statement, and every delivery leaves exactly the rows the general
-path (store the delivery, then process it) leaves."""
+"""The webhook's PostgreSQL fast path: the synchronous webhook's one-statement store
+(integrations.push.one_statement), where the common delivery costs one statement and every
+delivery leaves exactly the rows the general path (store the delivery, then process it) leaves;
+and the prepared statements (integrations.push.prepared), planned once per connection and off
+for poolers that cannot keep them."""
 
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ Outcome = WebhookDelivery.Outcome
 @pytest.fixture(autouse=True)
 def _postgresql_only() -> None:
     if connection.vendor != "postgresql":
-        pytest.skip("the one-statement store is PostgreSQL's (data-modifying CTEs)")
+        pytest.skip("PostgreSQL's: data-modifying CTEs, prepared statements")
 
 
 @pytest.fixture
@@ -168,3 +170,54 @@ def test_a_statement_that_fails_leaves_the_delivery_to_the_general_path(
         Outcome.PROCESSED,
     ]
     assert sorted(r.telemetry["temp"] for r in TelemetryRecord.objects.all()) == [1, 2]
+
+
+# --- prepared statements ----------------------------------------------------------------------
+
+
+def prepared_statements() -> list[tuple[str, int]]:
+    """This connection's prepared statements: the start of each and how often it ran."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT left(statement, 40), generic_plans + custom_plans FROM pg_prepared_statements "
+            "ORDER BY 1"
+        )
+        return cursor.fetchall()
+
+
+def push_each(client, integration, count: int) -> list[int]:
+    return [
+        post(client, integration, {"n": n}, headers=ce_headers(time=recent(n))).status_code
+        for n in range(count)
+    ]
+
+
+def test_the_webhooks_statements_are_prepared_once_per_connection(client, make_hooked):
+    queued, synchronous = make_hooked("queued", webhookQueued=True), make_hooked("sync")
+    # Adds the device: the statement runs, finds no device, and the general path adds it.
+    push_each(client, synchronous, 1)
+
+    assert push_each(client, queued, 4) == [202] * 4
+    assert push_each(client, synchronous, 4) == [200] * 4
+    list(Device.objects.all()), list(TelemetryRecord.objects.all())  # Django's own statements
+
+    statements = prepared_statements()
+    assert [start for start, _ in statements] == [
+        'INSERT INTO "webhook_deliveries" ("integ',
+        "WITH seen AS (UPDATE devices SET last_se",
+    ]
+    assert [runs for _, runs in statements] == [4, 5]
+    assert TelemetryRecord.objects.count() == 5
+    assert WebhookDelivery.objects.filter(outcome="queued").count() == 4
+
+
+def test_behind_a_pooler_nothing_is_prepared(client, make_hooked, settings):
+    settings.GSYNC_WEBHOOK_PREPARED = False
+    before = prepared_statements()  # what earlier tests on this connection prepared
+    queued, synchronous = make_hooked("queued", webhookQueued=True), make_hooked("sync")
+
+    assert push_each(client, queued, 3) == [202] * 3
+    assert push_each(client, synchronous, 3) == [200] * 3
+
+    assert prepared_statements() == before  # nothing new, nothing run again
+    assert TelemetryRecord.objects.count() == 3
